@@ -1,0 +1,31 @@
+PY ?= .venv/bin/python
+
+.PHONY: help install test test-all lint format train clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install:  ## create .venv and install the package with its dev tools (CPU torch)
+	python3 -m venv .venv
+	.venv/bin/pip install --upgrade pip
+	.venv/bin/pip install -e ".[dev]"
+
+test:  ## run the default (fast) test suite
+	$(PY) -m pytest -q
+
+test-all:  ## run every test, the slow ones included
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint:  ## ruff lint + format check
+	$(PY) -m ruff check src tests scripts notebooks
+	$(PY) -m ruff format --check src tests scripts notebooks
+
+format:  ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix src tests scripts notebooks
+	$(PY) -m ruff format src tests scripts notebooks
+
+train:  ## train + evaluate on the built-in synthetic benchmark
+	$(PY) -m asl_tal.train
+
+clean:  ## remove caches and run outputs
+	rm -rf outputs multirun .pytest_cache .ruff_cache
