@@ -1,0 +1,193 @@
+"""What the entry points (train / eval / predict) share: building the data module, the
+LightningModule, loggers, callbacks and trainer from a Hydra config, writing results files,
+and turning user errors into one readable message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import netrc
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from asl_tal.data.annotations import AnnotationError
+from asl_tal.data.datamodules import DatasetNotFoundError, TALDataModule
+from asl_tal.data.features import FeatureError
+from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.submission import write_activitynet_results
+
+log = logging.getLogger("asl_tal")
+
+OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the current dataset configuration."""
+
+
+USER_ERRORS = (
+    AnnotationError,
+    FeatureError,
+    DatasetNotFoundError,
+    CheckpointMismatchError,
+    NonFiniteLossError,
+    FileNotFoundError,
+)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Report a user-facing error as one message and exit with status 2 (no traceback)."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_dir() -> Path:
+    """The Hydra run directory of this job (the current directory outside Hydra)."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def build_datamodule(cfg: DictConfig) -> TALDataModule:
+    """Instantiate ``cfg.dataset`` (its ``name`` key is ours, not the data module's)."""
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    dataset_cfg.pop("name")
+    return instantiate(dataset_cfg, _convert_="all")
+
+
+def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
+    """The LightningModule for ``cfg`` with the class map and counts of ``datamodule``."""
+    class_agnostic = datamodule.class_agnostic
+    return ASLLitModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+        postprocess=OmegaConf.to_container(cfg.postprocess, resolve=True),
+        evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
+        class_names=list(datamodule.class_map.names),
+        class_counts=None if class_agnostic else [int(c) for c in datamodule.train_class_counts],
+        num_model_classes=1 if class_agnostic else None,
+        seed=int(cfg.seed),
+    )
+
+
+def wandb_api_key_available() -> bool:
+    """True when W&B can log online: an API key in the environment or in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Instantiate ``cfg.logger``; W&B's ``offline: auto`` becomes offline without an API key."""
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+        if logger_cfg.get("offline") == "auto":
+            logger_cfg["offline"] = not wandb_api_key_available()
+            if logger_cfg["offline"]:
+                log.info("W&B: no API key, logging offline (upload later with `wandb sync`)")
+        Path(logger_cfg.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
+        loggers.append(instantiate(logger_cfg))
+        log.debug("logger %s ready", name)
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers."""
+    callback_list = (
+        [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if callbacks else []
+    )
+    return instantiate(cfg.trainer, callbacks=callback_list, logger=build_loggers(cfg) or False)
+
+
+def load_checkpoint(path: str | Path, datamodule: TALDataModule) -> ASLLitModule:
+    """Load a checkpoint, checking it was trained on data shaped like ``datamodule``'s."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters")
+    if not hparams:
+        raise CheckpointMismatchError(f"{path}: not an asl-tal checkpoint (no hyper_parameters)")
+    trained_classes = list(hparams["class_names"])
+    current_classes = list(datamodule.class_map.names)
+    if trained_classes != current_classes:
+        raise CheckpointMismatchError(
+            f"{path}: trained on {len(trained_classes)} classes ({trained_classes[:3]}...), the "
+            f"current dataset has {len(current_classes)} ({current_classes[:3]}...)"
+        )
+    trained_dim = hparams["model"]["input_dim"]
+    if trained_dim != datamodule.input_dim:
+        raise CheckpointMismatchError(
+            f"{path}: trained on features of width {trained_dim}, the current dataset has "
+            f"dataset.input_dim={datamodule.input_dim}"
+        )
+    module = ASLLitModule(**hparams)
+    module.load_state_dict(ckpt["state_dict"])
+    return module
+
+
+def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str]) -> dict:
+    """The metric's result in the offline scorer's layout (fractions in [0, 1])."""
+    per_class = result["per_class_AP"].cpu()
+    out = {
+        "tiou": [float(t) for t in thresholds],
+        "mAP": [float(v) for v in result["mAP"]],
+        "average_mAP": float(result["average_mAP"]),
+        "per_class_AP": {
+            name: [None if math.isnan(v) else float(v) for v in per_class[:, c].tolist()]
+            for c, name in enumerate(class_names)
+        },
+    }
+    if "recall" in result:
+        out["recall"] = {key: float(value) for key, value in result["recall"].items()}
+    return out
+
+
+def write_test_results(
+    trainer: L.Trainer,
+    module: ASLLitModule,
+    datamodule: TALDataModule,
+    directory: Path,
+    subset: str,
+) -> None:
+    """Write ``results/<subset>_metrics.json`` (offline-scorer keys) and
+    ``results/<subset>_detections.json`` (ActivityNet results format) on rank 0.
+
+    Each rank holds the detections of its share of the videos; they are gathered first. A
+    video that a distributed sampler repeated keeps one copy.
+    """
+    detections = module.detections
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, detections)
+        detections = [item for part in gathered for item in part]
+    if not trainer.is_global_zero:
+        return
+    out = directory / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    write_activitynet_results(out / f"{subset}_detections.json", dict(detections), datamodule.class_map)
+    metrics = metrics_to_json(
+        module.last_results["test"], list(module.evaluation["tiou_thresholds"]), module.class_names
+    )
+    (out / f"{subset}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("test average mAP %.4f; results written to %s", metrics["average_mAP"], out)

@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint: ``python -m asl_tal.eval ckpt_path=... [dataset=...]``.
+
+The architecture comes from the checkpoint; post-processing and the evaluation protocol from
+the current config, so NMS settings can be tuned without retraining. Writes
+``results/test_metrics.json`` and ``results/test_detections.json`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from asl_tal.app import (
+    build_datamodule,
+    build_trainer,
+    load_checkpoint,
+    run_dir,
+    user_errors,
+    write_test_results,
+)
+from asl_tal.postprocess.config import PostprocessConfig
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Test ``cfg.ckpt_path`` on the dataset's test subset; returns the logged metrics."""
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    module = load_checkpoint(cfg.ckpt_path, datamodule)
+    module.postprocess_cfg = PostprocessConfig(**OmegaConf.to_container(cfg.postprocess))
+    module.evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
+    datamodule.pad_multiple = module.detector.required_multiple
+    trainer = build_trainer(cfg, callbacks=False)
+    trainer.test(module, datamodule=datamodule)
+    write_test_results(trainer, module, datamodule, run_dir(), "test")
+    return {key: float(value) for key, value in trainer.callback_metrics.items()}
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""LightningModule around :class:`~asl_tal.models.detector.ASLDetector`.
+
+Training logs every loss term, the learning rate (callback) and the learned class-level
+Gaussians; validation and test decode with the EMA weights, run NMS and update the
+detection mAP metric; ``predict_step`` returns detections in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import torch
+
+from asl_tal.data.annotations import VideoAnnotation
+from asl_tal.data.batch import Batch
+from asl_tal.ema import ModelEMA
+from asl_tal.metrics.detection_map import TemporalActionDetectionMAP
+from asl_tal.metrics.recall import RecallAtK
+from asl_tal.models.detector import ASLDetector
+from asl_tal.models.param_groups import parameter_groups
+from asl_tal.postprocess.config import PostprocessConfig
+from asl_tal.postprocess.decode import Detections
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN/Inf; the message names the batch's videos."""
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up from 0 to 1, then cosine decay to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ASLLitModule(L.LightningModule):
+    """Train / evaluate / predict an ASL detector.
+
+    Args:
+        model: the ``model`` config group (architecture, sensitivity, ASCL, loss, EMA).
+        optimizer: ``lr``, ``weight_decay``, ``betas``.
+        scheduler: ``warmup_epochs``, ``eta_min`` (absolute lr floor).
+        postprocess: :class:`PostprocessConfig` fields.
+        evaluation: ``tiou_thresholds`` and the Recall@k settings.
+        class_names: the class map (names by id) of the dataset the model is trained on.
+        class_counts: training instances per class (class-bias prior), or None.
+        num_model_classes: classes the network predicts (1 for class-agnostic training).
+        skip_nonfinite: skip a step with a non-finite loss (counted) instead of stopping.
+        seed: the run's seed (drop-path noise is re-seeded from it every epoch).
+    """
+
+    def __init__(
+        self,
+        model: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping,
+        postprocess: Mapping,
+        evaluation: Mapping,
+        class_names: Sequence[str],
+        class_counts: Sequence[int] | None = None,
+        num_model_classes: int | None = None,
+        skip_nonfinite: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.num_model_classes = num_model_classes or len(self.class_names)
+        self.detector = ASLDetector.from_config(model, self.num_model_classes, class_counts)
+        ema_cfg = model.get("ema", {})
+        self.ema = (
+            ModelEMA(self.detector, ema_cfg.get("decay", 0.999), ema_cfg.get("warmup", True))
+            if ema_cfg.get("enabled", True)
+            else None
+        )
+        self.postprocess_cfg = PostprocessConfig(**postprocess)
+        self.evaluation = dict(evaluation)
+        self.skip_nonfinite = skip_nonfinite
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.metrics: dict[str, TemporalActionDetectionMAP] = {}
+        self.recalls: dict[str, RecallAtK] = {}
+        self.detections: list[tuple[str, Detections]] = []
+
+    # ----------------------------------------------------------------------------------
+    # ground truth for the metrics
+    def attach_ground_truth(
+        self, stage: str, gt: Mapping[str, VideoAnnotation], video_index: Mapping[str, int]
+    ) -> None:
+        """Create the ``stage`` ("val" / "test") metrics from the subset's annotations."""
+        metric = TemporalActionDetectionMAP(
+            gt=gt,
+            video_index=video_index,
+            num_classes=len(self.class_names),
+            tiou_thresholds=list(self.evaluation["tiou_thresholds"]),
+        )
+        self.metrics[stage] = metric.to(self.device)
+        self._video_index = dict(video_index)
+        recall_topk = list(self.evaluation.get("recall_topk") or [])
+        if recall_topk:
+            recall = RecallAtK(
+                gt=gt,
+                video_index=video_index,
+                num_classes=len(self.class_names),
+                topk=recall_topk,
+                tiou_thresholds=list(self.evaluation["recall_tiou_thresholds"]),
+                strict_greater=self.evaluation.get("recall_strict_greater", False),
+                average=self.evaluation.get("recall_average", "instance"),
+            )
+            self.recalls[stage] = recall.to(self.device)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        stages = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        for name in stages:
+            self.attach_ground_truth(name, datamodule.annotations(name), datamodule.video_index(name))
+
+    # ----------------------------------------------------------------------------------
+    # training
+    @property
+    def eval_detector(self) -> ASLDetector:
+        """The weights used for validation, test and prediction (EMA when enabled)."""
+        return self.ema.module if self.ema is not None else self.detector
+
+    def on_train_epoch_start(self) -> None:
+        # drop-path noise depends only on (seed, epoch): a resumed run repeats it exactly
+        torch.manual_seed(self.hparams.seed * 100_003 + self.current_epoch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        losses = self.detector.losses(batch)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            if not self.skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
+                    f"step {self.global_step}; videos: {batch.video_ids}"
+                )
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", self.skipped_steps.float())
+            return None
+        batch_size = len(batch)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+        return loss
+
+    def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.detector)
+
+    def on_train_epoch_end(self) -> None:
+        gaussians = getattr(self.detector.objective, "class_sensitivity", None)
+        if gaussians is None:
+            return
+        for name in gaussians.weight_decay_params:
+            values = getattr(gaussians, name).detach()
+            self.log(f"sensitivity/{name}_mean", values.mean())
+            if name.startswith("sigma"):
+                self.log(f"sensitivity/{name}_min", values.abs().min())
+
+    # ----------------------------------------------------------------------------------
+    # evaluation
+    def _video_scores(self, batch: Batch) -> torch.Tensor | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        scores_of = getattr(datamodule, "video_scores", None)
+        if scores_of is None or not self.postprocess_cfg.class_agnostic:
+            return None
+        if getattr(datamodule, "ext_score_file", None) is None:
+            return None
+        rows = [torch.as_tensor(scores_of(vid), dtype=torch.float32) for vid in batch.video_ids]
+        return torch.stack(rows).to(self.device)
+
+    def _detect(self, batch: Batch) -> list[Detections]:
+        return self.eval_detector.detect(batch, self.postprocess_cfg, self._video_scores(batch))
+
+    def _update_metrics(self, stage: str, batch: Batch, detections: list[Detections]) -> None:
+        index = self._video_index
+        video_idx = torch.cat(
+            [
+                torch.full((len(d.scores),), index[vid], dtype=torch.long, device=self.device)
+                for vid, d in zip(batch.video_ids, detections, strict=True)
+            ]
+        )
+        segments = torch.cat([d.segments for d in detections]).to(self.device)
+        scores = torch.cat([d.scores for d in detections]).to(self.device)
+        labels = torch.cat([d.labels for d in detections]).to(self.device)
+        self.metrics[stage].update(video_idx, segments, scores, labels)
+        if stage in self.recalls:
+            self.recalls[stage].update(video_idx, segments, scores, labels)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._update_metrics("val", batch, self._detect(batch))
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        detections = self._detect(batch)
+        self._update_metrics("test", batch, detections)
+        self.detections.extend(zip(batch.video_ids, (d.to("cpu") for d in detections)))
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[str, Detections]]:
+        return list(zip(batch.video_ids, (d.to("cpu") for d in self._detect(batch))))
+
+    def _log_metrics(self, stage: str) -> dict:
+        result = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        thresholds = self.evaluation["tiou_thresholds"]
+        for thr, value in zip(thresholds, result["mAP"], strict=True):
+            self.log(f"{stage}/mAP@{thr:g}", value, sync_dist=False)
+        self.log(f"{stage}/average_mAP", result["average_mAP"], prog_bar=True, sync_dist=False)
+        if stage in self.recalls:
+            recall = self.recalls[stage].compute()
+            self.recalls[stage].reset()
+            for key, value in recall.items():
+                self.log(f"{stage}/{key}", value, sync_dist=False)
+            result["recall"] = recall
+        self.last_results = {**getattr(self, "last_results", {}), stage: result}
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        if "val" in self.metrics:
+            self._log_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.detections = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # ----------------------------------------------------------------------------------
+    # optimisation
+    def configure_optimizers(self):
+        opt_cfg = self.hparams.optimizer
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.detector, opt_cfg["weight_decay"]),
+            lr=opt_cfg["lr"],
+            betas=tuple(opt_cfg.get("betas", (0.9, 0.999))),
+        )
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, total_steps // max_epochs)
+        warmup_steps = min(total_steps, int(self.hparams.scheduler["warmup_epochs"]) * steps_per_epoch)
+        min_ratio = float(self.hparams.scheduler.get("eta_min", 0.0)) / opt_cfg["lr"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_cosine(step, max(1, warmup_steps), total_steps, min_ratio),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,68 @@
+"""Train, then test with the best checkpoint: ``python -m asl_tal.train [overrides]``.
+
+Examples::
+
+    python -m asl_tal.train                                  # synthetic benchmark
+    python -m asl_tal.train dataset=epic_verb trainer=gpu
+    python -m asl_tal.train experiment=thumos_asl_ascl
+    python -m asl_tal.train -m model.l1=1,2 model.l2=1,2,3   # a sweep, one run dir per job
+    python -m asl_tal.train ckpt_path=outputs/.../checkpoints/last.ckpt   # resume
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from asl_tal.app import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    run_dir,
+    user_errors,
+    write_test_results,
+)
+
+log = logging.getLogger("asl_tal.train")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit on the training subset, validate every epoch, test the best checkpoint.
+
+    Returns the value of ``cfg.optimized_metric`` (for hyper-parameter sweeps), if set.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    datamodule.pad_multiple = module.detector.required_multiple
+    directory = run_dir()
+    datamodule.class_map.save(directory / "class_map.json")
+
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    value = None
+    if cfg.get("optimized_metric"):
+        value = float(trainer.callback_metrics[cfg.optimized_metric])
+
+    if cfg.get("test_after_fit", True) and not trainer.fast_dev_run:
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        log.info("testing %s", best or "the final weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        write_test_results(trainer, module, datamodule, directory, "test")
+    return value
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    with user_errors():
+        return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
