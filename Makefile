@@ -7,8 +7,8 @@ help:  ## list the targets
 
 install:  ## create .venv and install the package with its dev tools (CPU torch)
 	python3 -m venv .venv
-	.venv/bin/pip install --upgrade pip
-	.venv/bin/pip install -e ".[dev]"
+	.venv/bin/pip install --quiet --upgrade pip
+	.venv/bin/pip install --quiet -e ".[dev]"
 
 test:  ## run the default (fast) test suite
 	$(PY) -m pytest -q

@@ -1,0 +1,102 @@
+"""Time loading + resampling + collating a batch of two THUMOS-sized videos.
+
+Writes two ``.npy`` feature files (T = 2,500 and 4,500, D = 2,048, float32) and the
+annotation JSON to a temporary folder, then times building one batch through
+``TALDataset`` + ``collate`` in four settings (median of ``--repeats`` runs, warm page
+cache), and prints JSON:
+
+- ``eval_full``: whole videos, no resampling (THUMOS evaluation);
+- ``train_crop``: THUMOS training (random crop of 1,024 steps);
+- ``fixed_1024``: linear resampling of every video to 1,024 steps (EPIC / Ego4D style);
+- ``fixed_1024_cached``: the same with the in-memory feature cache warm;
+plus the ratio ``fixed_1024 / fixed_1024_cached`` (the share of reading from disk).
+
+Usage: ``python scripts/bench_loading.py [--repeats 7] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asl_tal.data.annotations import load_annotations
+from asl_tal.data.collate import collate
+from asl_tal.data.dataset import SampleConfig, TALDataset
+from asl_tal.data.features import FeatureReader, FeatureStream
+
+LENGTHS = {"video_a": 2500, "video_b": 4500}
+DIM = 2048
+
+
+def write_videos(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    database = {}
+    for video_id, length in LENGTHS.items():
+        np.save(root / f"{video_id}.npy", rng.standard_normal((length, DIM), dtype=np.float32))
+        duration = (length * 4 + 12) / 30.0
+        database[video_id] = {
+            "subset": "validation",
+            "duration": duration,
+            "fps": 30.0,
+            "annotations": [{"label": "a", "segment": [duration * 0.4, duration * 0.45]}],
+        }
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"version": "bench", "database": database}))
+    return path
+
+
+def time_batch(dataset: TALDataset, pad_multiple: int, max_seq_len: int, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        collate([dataset[i] for i in range(len(dataset))], pad_multiple, max_seq_len, False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        videos, _ = load_annotations(write_videos(root))
+        reader = FeatureReader([FeatureStream(root, DIM)])
+        base = {"fps": 30.0, "feat_stride": 4, "feat_window": 16}
+        settings = {
+            "eval_full": (SampleConfig(**base), False, False),
+            "train_crop": (
+                SampleConfig(**base, max_seq_len=1024, crop_ratio=(0.9, 1.0)),
+                True,
+                False,
+            ),
+            "fixed_1024": (SampleConfig(**base, fixed_length=1024), False, False),
+            "fixed_1024_cached": (SampleConfig(**base, fixed_length=1024), False, True),
+        }
+        result: dict[str, object] = {
+            "videos": LENGTHS,
+            "dim": DIM,
+            "repeats": args.repeats,
+            "threads": args.threads,
+        }
+        for name, (config, train, cache) in settings.items():
+            dataset = TALDataset(videos, reader, config, train=train, cache_features=cache)
+            time_batch(dataset, 32, 1024, 1)
+            result[f"{name}_s"] = round(time_batch(dataset, 32, 1024, args.repeats), 5)
+        result["fixed_1024_uncached_over_cached"] = round(
+            result["fixed_1024_s"] / result["fixed_1024_cached_s"], 2
+        )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

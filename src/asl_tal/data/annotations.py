@@ -1,0 +1,310 @@
+"""Annotation JSON (ActionFormer / ActivityNet layout) and the class map.
+
+Layout (``DATASETS.md`` §2)::
+
+    {"version": "...", "database": {
+       "<video_id>": {"subset": "training", "duration": 123.4, "fps": 30.0,
+                      "annotations": [{"label": "HighJump", "label_id": 11,
+                                       "segment": [8.86, 15.01]}]}}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class AnnotationError(ValueError):
+    """Bad annotation input; the message names the file, the video and the field."""
+
+
+@dataclass(frozen=True)
+class VideoAnnotation:
+    """One video of the annotation file.
+
+    Attributes:
+        video_id: key in ``database``.
+        subset: subset name, lower-cased.
+        duration: seconds.
+        fps: frames per second, or None when the file does not give it.
+        segments: ``(N, 2)`` float64 ``[start, end]`` in seconds.
+        labels: ``(N,)`` int64 class ids (from the :class:`ClassMap`).
+        num_clipped: how many segments were clipped to ``[0, duration]`` when loading.
+    """
+
+    video_id: str
+    subset: str
+    duration: float
+    fps: float | None
+    segments: np.ndarray
+    labels: np.ndarray
+    num_clipped: int = 0
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Class names indexed by id. Built once from the whole annotation file."""
+
+    names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def id_of(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown label {name!r}") from None
+
+    def to_json(self) -> dict:
+        return {"classes": list(self.names)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ClassMap:
+        return cls(tuple(data["classes"]))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassMap:
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+def read_json(path: str | Path) -> dict:
+    """Read a JSON file, turning a parse error into an :class:`AnnotationError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: annotation file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"{path}: malformed JSON ({err})") from err
+
+
+@dataclass(frozen=True)
+class SegmentTolerance:
+    """How far a segment may stick out of ``[0, duration]`` and still be clipped.
+
+    A segment reaching more than ``max(absolute, relative * duration)`` seconds before 0 or
+    past the end is an error; one within that margin is clipped (and counted).
+    """
+
+    absolute: float = 1.0
+    relative: float = 0.05
+
+    def margin(self, duration: float) -> float:
+        return max(self.absolute, self.relative * duration)
+
+
+def build_class_map(database: dict, path: str | Path = "<annotations>") -> ClassMap:
+    """Class map from ``label_id`` when every annotation has one, else from sorted names.
+
+    Raises :class:`AnnotationError` when a label carries two ids or two labels share one.
+    """
+    pairs: dict[str, int | None] = {}
+    for video_id, video in database.items():
+        for i, ann in enumerate(_annotation_list(video_id, video, path)):
+            where = f"{path}: video {video_id!r} annotation {i}"
+            if not isinstance(ann, dict) or "label" not in ann:
+                raise AnnotationError(f"{where}: no 'label'")
+            label_id = _label_id(ann.get("label_id"), where)
+            name = str(ann["label"])
+            if name in pairs and pairs[name] != label_id:
+                raise AnnotationError(
+                    f"{where}: field 'label_id' {label_id} disagrees with {pairs[name]} "
+                    f"given earlier for label {name!r}"
+                )
+            pairs[name] = label_id
+    if pairs and all(v is not None for v in pairs.values()):
+        num = max(int(v) for v in pairs.values()) + 1
+        names = [f"class_{i}" for i in range(num)]
+        taken: dict[int, str] = {}
+        for name, label_id in pairs.items():
+            if label_id in taken:
+                raise AnnotationError(
+                    f"{path}: field 'label_id' {label_id} is used by both "
+                    f"{taken[label_id]!r} and {name!r}"
+                )
+            taken[label_id] = name
+            names[label_id] = name
+        return ClassMap(tuple(names))
+    return ClassMap(tuple(sorted(pairs)))
+
+
+def _annotation_list(video_id: str, video: object, path: str | Path) -> list:
+    if not isinstance(video, dict):
+        raise AnnotationError(f"{path}: video {video_id!r} is not an object")
+    anns = video.get("annotations", [])
+    if not isinstance(anns, list):
+        raise AnnotationError(f"{path}: video {video_id!r}: field 'annotations' is not a list")
+    return anns
+
+
+def _label_id(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise AnnotationError(f"{where}: field 'label_id' must be an integer, got {value!r}")
+    if value < 0:
+        raise AnnotationError(f"{where}: field 'label_id' must be >= 0, got {value!r}")
+    return int(value)
+
+
+def _positive_number(value: object, where: str, field_name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AnnotationError(
+            f"{where}: field {field_name!r} must be a number, got {value!r}"
+        ) from None
+    if not math.isfinite(number) or number <= 0:
+        raise AnnotationError(f"{where}: field {field_name!r} must be > 0, got {value!r}")
+    return number
+
+
+def _segment(ann: dict, where: str) -> tuple[float, float]:
+    seg = ann.get("segment")
+    if not isinstance(seg, list | tuple) or len(seg) != 2:
+        raise AnnotationError(f"{where}: field 'segment' must be [start, end], got {seg!r}")
+    try:
+        start, end = float(seg[0]), float(seg[1])
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}: field 'segment' must hold numbers, got {seg!r}") from None
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise AnnotationError(f"{where}: field 'segment' is not finite: {seg!r}")
+    if end <= start:
+        raise AnnotationError(f"{where}: field 'segment' has end <= start: {seg!r}")
+    return start, end
+
+
+def parse_video(
+    video_id: str,
+    video: dict,
+    class_map: ClassMap,
+    path: str | Path,
+    *,
+    clip_to_duration: bool = True,
+    tolerance: SegmentTolerance | None = None,
+) -> VideoAnnotation:
+    """Validate and convert one ``database`` entry.
+
+    A segment sticking out of ``[0, duration]`` by at most the tolerance margin is clipped
+    (when ``clip_to_duration``) and counted in ``num_clipped``; further out, or lying
+    entirely outside the video, it is an error.
+    """
+    where = f"{path}: video {video_id!r}"
+    anns = _annotation_list(video_id, video, path)
+    for key in ("subset", "duration"):
+        if key not in video:
+            raise AnnotationError(f"{where}: missing field {key!r}")
+    duration = _positive_number(video["duration"], where, "duration")
+    fps = video.get("fps")
+    fps = None if fps is None else _positive_number(fps, where, "fps")
+    margin = (tolerance or SegmentTolerance()).margin(duration)
+    segments, labels = [], []
+    num_clipped = 0
+    for i, ann in enumerate(anns):
+        ann_where = f"{where} annotation {i}"
+        if not isinstance(ann, dict) or "label" not in ann:
+            raise AnnotationError(f"{ann_where}: no 'label'")
+        start, end = _segment(ann, ann_where)
+        if start >= duration or end <= 0:
+            raise AnnotationError(
+                f"{ann_where}: field 'segment' {[start, end]} lies entirely outside the "
+                f"video [0, {duration}]"
+            )
+        if start < -margin or end > duration + margin:
+            raise AnnotationError(
+                f"{ann_where}: field 'segment' {[start, end]} reaches more than {margin:g} s "
+                f"outside the video [0, {duration}]"
+            )
+        if clip_to_duration and (start < 0 or end > duration):
+            start, end = max(start, 0.0), min(end, duration)
+            num_clipped += 1
+        try:
+            labels.append(class_map.id_of(str(ann["label"])))
+        except KeyError:
+            raise AnnotationError(f"{ann_where}: unknown label {ann['label']!r}") from None
+        segments.append([start, end])
+    return VideoAnnotation(
+        video_id=video_id,
+        subset=str(video["subset"]).lower(),
+        duration=duration,
+        fps=fps,
+        segments=np.asarray(segments, dtype=np.float64).reshape(-1, 2),
+        labels=np.asarray(labels, dtype=np.int64),
+        num_clipped=num_clipped,
+    )
+
+
+def load_annotations(
+    path: str | Path,
+    subsets: list[str] | None = None,
+    class_map: ClassMap | None = None,
+    *,
+    clip_to_duration: bool = True,
+    tolerance: SegmentTolerance | None = None,
+) -> tuple[dict[str, VideoAnnotation], ClassMap]:
+    """Load the videos of ``subsets`` (case-insensitive; None = all) and the class map.
+
+    The class map is built from the *whole* file unless one is given. Segments slightly
+    outside their video are clipped when ``clip_to_duration`` (training targets); the
+    metric's ground truth loads with ``clip_to_duration=False``. Clipped segments are
+    counted per video (``VideoAnnotation.num_clipped``) and logged as a warning.
+    """
+    data = read_json(path)
+    database = data.get("database") if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise AnnotationError(f"{path}: top-level field 'database' (an object) is missing")
+    class_map = class_map or build_class_map(database, path)
+    wanted = None if subsets is None else [str(s).lower() for s in subsets]
+    videos = {}
+    for video_id, video in database.items():
+        subset = str(video.get("subset", "")).lower() if isinstance(video, dict) else ""
+        if wanted is not None and subset not in wanted:
+            continue
+        videos[video_id] = parse_video(
+            video_id,
+            video,
+            class_map,
+            path,
+            clip_to_duration=clip_to_duration,
+            tolerance=tolerance,
+        )
+    if wanted is not None:
+        _check_subsets(path, database, wanted, videos)
+    clipped = {vid: v.num_clipped for vid, v in videos.items() if v.num_clipped}
+    if clipped:
+        log.warning(
+            "%s: clipped %d segment(s) in %d video(s) to [0, duration] (e.g. video %r)",
+            path,
+            sum(clipped.values()),
+            len(clipped),
+            next(iter(clipped)),
+        )
+    return videos, class_map
+
+
+def _check_subsets(
+    path: str | Path, database: dict, wanted: list[str], videos: dict[str, VideoAnnotation]
+) -> None:
+    found = {v.subset for v in videos.values()}
+    missing = [s for s in wanted if s not in found]
+    if not missing:
+        return
+    available = sorted(
+        {str(v.get("subset", "")).lower() for v in database.values() if isinstance(v, dict)}
+    )
+    message = f"{path}: field 'subset': no video in subset(s) {missing} (file has {available})"
+    if not videos:
+        raise AnnotationError(message)
+    log.warning(message)

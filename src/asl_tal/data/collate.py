@@ -1,0 +1,55 @@
+"""Padding a list of :class:`VideoSample` into one :class:`Batch`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from asl_tal.data.batch import Batch
+from asl_tal.data.dataset import VideoSample
+
+
+def padded_length(longest: int, pad_multiple: int, max_seq_len: int | None) -> int:
+    """``max(longest, max_seq_len)`` rounded up to a multiple of ``pad_multiple``."""
+    length = max(longest, max_seq_len or 0)
+    return -(-length // pad_multiple) * pad_multiple
+
+
+def collate(
+    samples: Sequence[VideoSample], pad_multiple: int, max_seq_len: int | None, train: bool
+) -> Batch:
+    """Pad ``T`` and the GT rows of ``samples`` into a :class:`Batch`.
+
+    ``T`` becomes :func:`padded_length` in training and evaluation alike (ActionFormer pads
+    to at least ``max_seq_len``, which keeps shapes constant for short videos). In
+    training a sample longer than ``max_seq_len`` is an error (the crop should have cut
+    it). GT rows pad to ``max(max N, 1)`` with label -1.
+    """
+    if not samples:
+        raise ValueError("collate: empty list of samples")
+    if pad_multiple < 1:
+        raise ValueError(f"collate: pad_multiple must be >= 1, got {pad_multiple}")
+    lengths = [s.feats.shape[1] for s in samples]
+    if train and max_seq_len is not None and max(lengths) > max_seq_len:
+        long = samples[lengths.index(max(lengths))]
+        raise ValueError(
+            f"video {long.meta.video_id!r}: {max(lengths)} feature steps exceed "
+            f"max_seq_len {max_seq_len} in training (enable cropping or raise max_seq_len)"
+        )
+    batch, dim = len(samples), samples[0].feats.shape[0]
+    length = padded_length(max(lengths), pad_multiple, max_seq_len)
+    num_gt = max(max(len(s.labels) for s in samples), 1)
+    feats = torch.zeros(batch, dim, length, dtype=torch.float32)
+    mask = torch.zeros(batch, length, dtype=torch.bool)
+    segments = torch.zeros(batch, num_gt, 2, dtype=torch.float32)
+    seg_mask = torch.zeros(batch, num_gt, dtype=torch.bool)
+    labels = torch.full((batch, num_gt), -1, dtype=torch.int64)
+    for i, sample in enumerate(samples):
+        n = len(sample.labels)
+        feats[i, :, : lengths[i]] = sample.feats
+        mask[i, : lengths[i]] = True
+        segments[i, :n] = sample.segments
+        seg_mask[i, :n] = True
+        labels[i, :n] = sample.labels
+    return Batch(feats, mask, segments, seg_mask, labels, [s.meta for s in samples])

@@ -1,0 +1,114 @@
+"""Helpers that write tiny datasets in the real on-disk format (DATASETS.md §2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+
+def save_features(path: Path, array: np.ndarray, key: str | None = None) -> None:
+    """Write one ``(T, D)`` array in the format given by ``path``'s extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npy":
+        np.save(path, array)
+    elif path.suffix == ".npz":
+        np.savez(path, feats=array)
+    elif path.suffix == ".pt":
+        torch.save(torch.from_numpy(array), path)
+    elif path.suffix in (".h5", ".hdf5"):
+        with h5py.File(path, "a") as h5:
+            h5.create_dataset(key, data=array)
+    else:
+        raise ValueError(path.suffix)
+
+
+def video_entry(
+    subset: str, duration: float, anns: list[tuple[str, float, float]], fps: float | None = 10.0
+) -> dict:
+    """One ``database`` entry with annotations ``(label, start, end)`` in seconds."""
+    entry = {
+        "subset": subset,
+        "duration": duration,
+        "annotations": [{"label": lab, "segment": [s, e]} for lab, s, e in anns],
+    }
+    if fps is not None:
+        entry["fps"] = fps
+    return entry
+
+
+@pytest.fixture
+def write_json(tmp_path: Path) -> Callable[..., Path]:
+    """``write_json(database, name="annotations.json") -> path`` under ``tmp_path``."""
+
+    def write(database: dict, name: str = "annotations.json") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"version": "test", "database": database}))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """``tiny_dataset(database, lengths, dim=4, ext=".npy", feat_dir="features") -> root``.
+
+    Features of video ``v`` are ``(lengths[v], dim)`` with value ``100 * step + channel``
+    (plus the stream index * 0.5 when ``feat_dir`` is a list), so any slice or resampling
+    can be predicted by formula.
+    """
+
+    def write(
+        database: dict,
+        lengths: dict[str, int],
+        dim: int | list[int] = 4,
+        ext: str = ".npy",
+        feat_dir: str | list[str] = "features",
+        prefix: str = "",
+    ) -> Path:
+        root = tmp_path / "dataset"
+        root.mkdir(exist_ok=True)
+        (root / "annotations.json").write_text(
+            json.dumps({"version": "test", "database": database})
+        )
+        dirs = [feat_dir] if isinstance(feat_dir, str) else feat_dir
+        dims = dim if isinstance(dim, list) else [dim] * len(dirs)
+        for s, (folder, d) in enumerate(zip(dirs, dims, strict=True)):
+            (root / folder).mkdir(exist_ok=True)
+            for video_id, length in lengths.items():
+                array = ramp_features(length, d) + 0.5 * s
+                if ext in (".h5", ".hdf5"):
+                    subset = database[video_id]["subset"].lower()
+                    save_features(root / folder / f"{subset}{ext}", array, prefix + video_id)
+                else:
+                    save_features(root / folder / f"{prefix}{video_id}{ext}", array)
+        return root
+
+    return write
+
+
+def ramp_features(length: int, dim: int) -> np.ndarray:
+    """``(length, dim)`` float32 with value ``100 * step + channel``."""
+    steps = np.arange(length, dtype=np.float32)[:, None]
+    return 100.0 * steps + np.arange(dim, dtype=np.float32)[None, :]
+
+
+@pytest.fixture
+def ramp() -> Callable[[int, int], np.ndarray]:
+    return ramp_features
+
+
+@pytest.fixture
+def save() -> Callable[..., None]:
+    return save_features
+
+
+@pytest.fixture
+def entry() -> Callable[..., dict]:
+    return video_entry
