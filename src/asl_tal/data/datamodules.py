@@ -28,6 +28,7 @@ from asl_tal.data.annotations import (
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
+from asl_tal.data.sampling import EpochShuffleSampler
 
 STAGES = {"train": "train", "val": "val", "validate": "val", "test": "test", "predict": "predict"}
 
@@ -294,7 +295,7 @@ class TALDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=EpochShuffleSampler(len(dataset), c.seed) if train else None,
             drop_last=train and len(dataset) > batch_size,
             num_workers=c.num_workers,
             pin_memory=c.pin_memory,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import VideoMeta
@@ -102,8 +102,8 @@ class TALDataset(Dataset):
         train: training mode.
         cache_features: keep each video's (resampled) features in memory after the first
             read (one cache per worker process).
-        seed: seed of the crop randomness; each worker process derives its own stream
-            from it and the worker seed the DataLoader assigns.
+        seed: seed of the crop randomness: the crop of item ``index`` in epoch ``epoch``
+            is drawn from a generator seeded by ``(seed, epoch, index)``.
     """
 
     def __init__(
@@ -133,21 +133,9 @@ class TALDataset(Dataset):
         self.seed = seed
         self.num_skipped = len(videos) - len(items)
         self._cache: dict[str, tuple[torch.Tensor, VideoMeta]] = {}
-        self._rng: np.random.Generator | None = None
-        self._rng_key: int | None = None
 
     def __len__(self) -> int:
         return len(self.videos)
-
-    def rng(self) -> np.random.Generator:
-        """This process's crop generator (re-seeded when the DataLoader worker changes)."""
-        info = get_worker_info()
-        key = -1 if info is None else int(info.seed)
-        if self._rng is None or key != self._rng_key:
-            entropy = [self.seed] if info is None else [self.seed, key]
-            self._rng = np.random.default_rng(entropy)
-            self._rng_key = key
-        return self._rng
 
     def features(self, video: VideoAnnotation) -> tuple[torch.Tensor, VideoMeta]:
         """``(D, T)`` features (resampled when fixed-length) and their geometry."""
@@ -163,7 +151,9 @@ class TALDataset(Dataset):
             self._cache[video.video_id] = (feats, meta)
         return feats, meta
 
-    def __getitem__(self, index: int) -> VideoSample:
+    def __getitem__(self, item: int | tuple[int, int]) -> VideoSample:
+        """Item ``index`` or ``(epoch, index)`` (from :class:`EpochShuffleSampler`)."""
+        epoch, index = item if isinstance(item, tuple) else (0, item)
         video = self.videos[index]
         feats, meta = self.features(video)
         segments = torch.as_tensor(meta.seconds_to_grid(video.segments), dtype=torch.float32)
@@ -178,7 +168,7 @@ class TALDataset(Dataset):
                 meta,
                 max_seq_len=self.config.max_seq_len,
                 trunc_thresh=self.config.trunc_thresh,
-                rng=self.rng(),
+                rng=np.random.default_rng([self.seed, epoch, index]),
                 crop_ratio=self.config.crop_ratio,
             )
         return VideoSample(feats.contiguous(), segments.reshape(-1, 2), labels, meta)

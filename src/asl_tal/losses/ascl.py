@@ -1,0 +1,262 @@
+"""Action Sensitive Contrastive Loss ``L_ASCL`` (``ASL.md`` §6).
+
+Two modes, both on the level-0 features:
+
+- ``topk`` (default): per GT, the mean of the ``k`` frames with the highest ``h_cls`` is the
+  anchor ``f_cls``, the mean of the ``k`` highest ``h_loc`` is ``f_loc``; positives of an
+  anchor are ``f_loc`` of every instance of its class in the batch; negatives are up to
+  ``M`` background frames per video and the features of instances of other classes. A
+  Linear-ReLU-Linear head projects, then everything is L2-normalised.
+- ``windows`` (the released prototype): per GT a centre window (``m +- r L``) and a
+  boundary feature (mean of the first and last ``r L``), positives across GTs of the same
+  label; windows of ``r L`` just outside the segment are negatives only. No projection.
+
+An instance of another class on the *same* segment (multi-label rows) is never a negative.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ASCL_MODES = ("topk", "windows")
+DEFAULT_TAU = {"topk": 0.1, "windows": 0.07}
+
+
+def info_nce(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor,
+    pos_mask: torch.Tensor,
+    neg_mask: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """Mean over positive pairs of ``-log(e^{s+} / (e^{s+} + sum_neg e^{s-}))``.
+
+    Args:
+        anchors: ``(A, e)`` L2-normalised.
+        candidates: ``(K, e)`` L2-normalised.
+        pos_mask: ``(A, K)`` bool positive pairs.
+        neg_mask: ``(A, K)`` bool negatives of each anchor.
+        tau: temperature.
+
+    Returns:
+        Scalar; exactly 0 when there is no positive pair.
+    """
+    # cosine similarities are <= 1, so shifting by 1/tau keeps every exponent <= 0
+    logits = anchors @ candidates.T / tau - 1.0 / tau
+    neg_sum = (torch.exp(logits) * neg_mask).sum(dim=1, keepdim=True)
+    pair_loss = torch.log(torch.exp(logits) + neg_sum) - logits
+    num_pairs = pos_mask.sum()
+    return (pair_loss * pos_mask).sum() / num_pairs.clamp(min=1)
+
+
+def inside_map(segments: torch.Tensor, seg_mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(B, N, T)`` bool: level-0 frame ``j`` is valid and ``a <= j <= b`` for GT ``n``."""
+    frames = torch.arange(valid.shape[1], device=valid.device, dtype=segments.dtype)
+    return interval_map(segments[..., 0], segments[..., 1], frames) & (
+        seg_mask[..., None] & valid[:, None, :]
+    )
+
+
+def interval_map(lo: torch.Tensor, hi: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """``(B, N, T)`` bool: ``lo <= frame <= hi`` for ``lo``, ``hi`` ``(B, N)``."""
+    return (frames >= lo[..., None]) & (frames <= hi[..., None])
+
+
+def masked_mean(feats_t: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean features over masked frames: ``feats_t`` ``(B, T, d)``, ``weights`` ``(B, N, T)``.
+
+    Returns ``(B, N, d)`` means and ``(B, N)`` bool (at least one frame).
+    """
+    counts = weights.sum(-1)
+    means = torch.bmm(weights.to(feats_t.dtype), feats_t) / counts.clamp(min=1)[..., None]
+    return means, counts > 0
+
+
+class ASCLoss(nn.Module):
+    """``L_ASCL`` over a batch (``ASL.md`` §6).
+
+    Args:
+        d: feature width.
+        mode: ``"topk"`` or ``"windows"``.
+        k: frames averaged per top-k feature (fewer for short GTs).
+        num_background: ``M`` background frames sampled per video (topk mode).
+        tau: temperature; None = 0.1 (topk) / 0.07 (windows).
+        proj_dim: projection width (topk mode; no head is built in windows mode).
+        window_ratio: ``r`` of the windows mode.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        mode: str = "topk",
+        k: int = 3,
+        num_background: int = 64,
+        tau: float | None = None,
+        proj_dim: int = 128,
+        window_ratio: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if mode not in ASCL_MODES:
+            raise ValueError(f"ASCLoss: mode must be one of {ASCL_MODES}, not {mode!r}")
+        self.mode = mode
+        self.k = k
+        self.num_background = num_background
+        self.tau = DEFAULT_TAU[mode] if tau is None else tau
+        self.window_ratio = window_ratio
+        self.proj = (
+            nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
+            if mode == "topk"
+            else None
+        )
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        valid: torch.Tensor,
+        segments: torch.Tensor,
+        seg_mask: torch.Tensor,
+        labels: torch.Tensor,
+        h_cls: torch.Tensor | None = None,
+        h_loc: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scalar loss.
+
+        Args:
+            feats: ``(B, d, T)`` level-0 features.
+            valid: ``(B, T)`` bool.
+            segments: ``(B, N, 2)`` GT in grid units; seg_mask: ``(B, N)``; labels ``(B, N)``.
+            h_cls, h_loc: ``(B, N, T)`` sensitivity of every frame for every GT (topk mode;
+                only the ranking inside each GT matters, no gradient is taken through it).
+        """
+        feats_t = feats.transpose(1, 2)
+        inside = inside_map(segments, seg_mask, valid)
+        same_segment = (segments[:, :, None, :] == segments[:, None, :, :]).all(-1)
+        if self.mode == "topk":
+            if h_cls is None or h_loc is None:
+                raise ValueError("ASCLoss(mode='topk') needs h_cls and h_loc maps")
+            loss = self._topk(feats_t, valid, inside, labels, same_segment, h_cls, h_loc)
+        else:
+            loss = self._windows(feats_t, valid, segments, seg_mask, labels, same_segment)
+        # keeps every parameter and the features in the graph when the loss is empty (DDP)
+        return loss + 0 * feats.sum() + 0 * sum(p.sum() for p in self.parameters())
+
+    def _topk(
+        self,
+        feats_t: torch.Tensor,
+        valid: torch.Tensor,
+        inside: torch.Tensor,
+        labels: torch.Tensor,
+        same_segment: torch.Tensor,
+        h_cls: torch.Tensor,
+        h_loc: torch.Tensor,
+    ) -> torch.Tensor:
+        batch, num_gt, num_frames = inside.shape
+        k = min(self.k, num_frames)
+        f_cls, valid_cls = self._top_frames(feats_t, h_cls.detach(), inside, k)
+        f_loc, _ = self._top_frames(feats_t, h_loc.detach(), inside, k)
+        background = valid & ~inside.any(dim=1)
+        num_bg = min(self.num_background, num_frames)
+        draw = torch.where(background, torch.rand(background.shape, device=valid.device), -1.0)
+        score, bg_index = draw.topk(num_bg, dim=1)
+        bg_feats = torch.gather(feats_t, 1, bg_index[..., None].expand(-1, -1, feats_t.shape[2]))
+
+        z_cls = self._embed(f_cls.reshape(batch * num_gt, -1))
+        z_loc = self._embed(f_loc.reshape(batch * num_gt, -1))
+        z_bg = self._embed(bg_feats.reshape(batch * num_bg, -1))
+        inst_valid = valid_cls.reshape(-1)
+        same_class, other_class = _class_relations(labels, inst_valid, same_segment)
+        bg_valid = (score >= 0).reshape(1, -1).expand(len(inst_valid), -1)
+        candidates = torch.cat([z_loc, z_cls, z_bg])
+        pos_mask = torch.cat(
+            [same_class, torch.zeros_like(same_class), torch.zeros_like(bg_valid)], dim=1
+        )
+        neg_mask = torch.cat([other_class, other_class, bg_valid], dim=1)
+        return info_nce(z_cls, candidates, pos_mask, neg_mask, self.tau)
+
+    def _windows(
+        self,
+        feats_t: torch.Tensor,
+        valid: torch.Tensor,
+        segments: torch.Tensor,
+        seg_mask: torch.Tensor,
+        labels: torch.Tensor,
+        same_segment: torch.Tensor,
+    ) -> torch.Tensor:
+        frames = torch.arange(valid.shape[1], device=valid.device, dtype=segments.dtype)
+        a, b = segments[..., 0], segments[..., 1]
+        reach = self.window_ratio * (b - a)
+        centre = 0.5 * (a + b)
+        usable = seg_mask[..., None] & valid[:, None, :]
+        centre_win = interval_map(centre - reach, centre + reach, frames) & usable
+        boundary_win = (interval_map(a, a + reach, frames) | interval_map(b - reach, b, frames)) & (
+            usable
+        )
+        outside_win = (
+            (interval_map(a - reach, a, frames) & (frames < a[..., None]))
+            | (interval_map(b, b + reach, frames) & (frames > b[..., None]))
+        ) & usable
+        f_centre, ok_centre = masked_mean(feats_t, centre_win)
+        f_boundary, ok_boundary = masked_mean(feats_t, boundary_win)
+        f_outside, ok_outside = masked_mean(feats_t, outside_win)
+
+        # items of video b: its N centre features, then its N boundary features
+        z = F.normalize(torch.cat([f_centre, f_boundary], dim=1).flatten(0, 1), dim=-1)
+        z_out = F.normalize(f_outside.flatten(0, 1), dim=-1)
+        item_valid = torch.cat([ok_centre, ok_boundary], dim=1).reshape(-1)
+        same_class, other_class = _class_relations(
+            labels.repeat(1, 2),
+            item_valid,
+            same_segment.repeat(1, 2, 2),
+        )
+        not_self = ~torch.eye(len(item_valid), dtype=torch.bool, device=valid.device)
+        out_valid = ok_outside.reshape(1, -1).expand(len(item_valid), -1)
+        pos_mask = torch.cat([same_class & not_self, torch.zeros_like(out_valid)], dim=1)
+        neg_mask = torch.cat([other_class, out_valid & item_valid[:, None]], dim=1)
+        return info_nce(z, torch.cat([z, z_out]), pos_mask, neg_mask, self.tau)
+
+    @staticmethod
+    def _top_frames(
+        feats_t: torch.Tensor, h: torch.Tensor, inside: torch.Tensor, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of the ``k`` frames with the highest ``h`` inside each GT: ``(B, N, d)``."""
+        batch, num_gt, _ = inside.shape
+        score = torch.where(inside, h, -torch.inf)
+        top, index = score.topk(k, dim=-1)
+        chosen = torch.isfinite(top)
+        picked = torch.gather(
+            feats_t, 1, index.reshape(batch, num_gt * k, 1).expand(-1, -1, feats_t.shape[2])
+        ).reshape(batch, num_gt, k, -1)
+        counts = chosen.sum(-1)
+        means = (picked * chosen[..., None]).sum(2) / counts.clamp(min=1)[..., None]
+        return means, counts > 0
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(x), dim=-1)
+
+
+def _class_relations(
+    labels: torch.Tensor, item_valid: torch.Tensor, same_segment: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same-class and other-class pairs among the batch's items.
+
+    Args:
+        labels: ``(B, I)`` item labels; item ``(b, i)`` is flattened to ``b * I + i``.
+        item_valid: ``(B * I,)`` bool.
+        same_segment: ``(B, I, I)`` bool, items of one video lying on the same segment.
+
+    Returns:
+        ``(B I, B I)`` bool ``same_class`` and ``other_class`` (the latter excluding pairs
+        on the same segment of the same video).
+    """
+    batch, items = labels.shape
+    flat = labels.reshape(-1)
+    both = item_valid[:, None] & item_valid[None, :]
+    same_video = torch.eye(batch, dtype=torch.bool, device=labels.device)
+    same_video = same_video.repeat_interleave(items, 0).repeat_interleave(items, 1)
+    on_same_segment = torch.zeros_like(both)
+    on_same_segment[same_video] = same_segment.reshape(-1)
+    same_class = both & (flat[:, None] == flat[None, :])
+    other_class = both & (flat[:, None] != flat[None, :]) & ~on_same_segment
+    return same_class, other_class

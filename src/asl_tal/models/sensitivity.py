@@ -1,0 +1,371 @@
+"""Action sensitivity: class-level ``p`` (``ASL.md`` §3) and instance-level ``q`` (§4).
+
+``p`` is a fixed-form Gaussian of a point's normalised distance to its GT's centre, with
+learnable per-class means and widths. ``q`` comes from the instance evaluators ``Phi``,
+small conv stacks run on the pyramid features of one GT at a time (features masked to the
+GT's frames), so a GT's frames are judged on their own.
+
+Running ``Phi`` once per (GT, level) span would be a loop over GTs. Instead every span is
+cut into tiles of ``tile_len`` frames; each tile is gathered with a halo of ``l4`` frames
+on each side (``l4`` conv layers of kernel 3 see exactly ``l4`` frames either way), so all
+tiles of all spans run as one ``(tiles, d, tile_len + 2 l4)`` batch and the tile centres are
+exact. Memory grows with the frames evaluated, not with the longest GT times the GT count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SENSITIVITY_MODES = ("none", "mean")
+EVALUATOR_MASKS = ("inside_gt", "positives")
+
+
+def gaussian(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``exp(-(x - mu)^2 / (2 sigma^2))``: peak 1, not normalised."""
+    return torch.exp(-((x - mu) ** 2) / (2 * sigma**2).clamp(min=1e-12))
+
+
+def mean_per_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Mean of ``values`` over the elements sharing a ``group`` id, read back per element.
+
+    Args:
+        values: any shape.
+        group: same shape, int64 group ids in ``[0, num_groups)``, -1 for elements left out.
+        num_groups: number of groups.
+
+    Returns:
+        Same shape as ``values``; 1 on elements left out.
+    """
+    flat_values = values.reshape(-1)
+    flat_group = group.reshape(-1)
+    used = flat_group >= 0
+    index = flat_group.clamp(min=0)
+    sums = values.new_zeros(num_groups).scatter_add(0, index, flat_values * used)
+    counts = values.new_zeros(num_groups).scatter_add(0, index, used.to(values.dtype))
+    means = sums / counts.clamp(min=1)
+    return torch.where(used, means[index], torch.ones_like(flat_values)).reshape(values.shape)
+
+
+class ClassSensitivity(nn.Module):
+    """Class-level sensitivity ``p_cls``, ``p_loc`` (``ASL.md`` §3).
+
+    Args:
+        num_classes: ``C``.
+        divide_by_stride: ``x = (m - t) / (s L)`` as the released code; off uses ``s = 1``.
+        normalize: ``"none"`` or ``"mean"`` (rescale ``p`` to mean 1 within each group,
+            e.g. a GT's positive points).
+    """
+
+    weight_decay_params = ("mu_cls", "sigma_cls", "mu_L", "sigma_L", "mu_R", "sigma_R")
+
+    def __init__(
+        self, num_classes: int, divide_by_stride: bool = True, normalize: str = "none"
+    ) -> None:
+        super().__init__()
+        if normalize not in SENSITIVITY_MODES:
+            raise ValueError(f"ClassSensitivity: normalize must be one of {SENSITIVITY_MODES}")
+        self.divide_by_stride = divide_by_stride
+        self.normalize = normalize
+        self.mu_cls = nn.Parameter(torch.zeros(num_classes))
+        self.sigma_cls = nn.Parameter(torch.ones(num_classes))
+        self.mu_L = nn.Parameter(torch.full((num_classes,), -0.5))
+        self.sigma_L = nn.Parameter(torch.ones(num_classes))
+        self.mu_R = nn.Parameter(torch.full((num_classes,), 0.5))
+        self.sigma_R = nn.Parameter(torch.ones(num_classes))
+
+    def relative_position(
+        self, t: torch.Tensor, stride: torch.Tensor, seg: torch.Tensor
+    ) -> torch.Tensor:
+        """``x = (m - t) / (s L)``; ``t``, ``stride`` broadcast with ``seg[..., 0]``."""
+        centre = 0.5 * (seg[..., 0] + seg[..., 1])
+        length = (seg[..., 1] - seg[..., 0]).clamp(min=1e-6)
+        scale = length * stride if self.divide_by_stride else length
+        return (centre - t) / scale
+
+    def forward(
+        self,
+        t: torch.Tensor,
+        stride: torch.Tensor,
+        seg: torch.Tensor,
+        labels: torch.Tensor,
+        group: torch.Tensor | None = None,
+        num_groups: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p_cls, p_loc)``, each of the broadcast shape ``S`` of the inputs.
+
+        Args:
+            t: point positions (grid units), broadcastable to ``S``.
+            stride: point strides, broadcastable to ``S``.
+            seg: ``(*S, 2)`` GT ``[a, b]`` of each point.
+            labels: ``S`` int64 GT class (entries < 0 are read as class 0).
+            group: ``S`` int64 ids of the groups ``normalize="mean"`` averages over (-1: left
+                out); required in that mode.
+            num_groups: number of groups.
+        """
+        x = self.relative_position(t, stride, seg)
+        cls = labels.clamp(min=0)
+        p_cls = gaussian(x, self.mu_cls[cls], self.sigma_cls[cls])
+        p_loc = 0.5 * (
+            gaussian(x, self.mu_L[cls], self.sigma_L[cls])
+            + gaussian(x, self.mu_R[cls], self.sigma_R[cls])
+        )
+        if self.normalize == "mean":
+            if group is None:
+                raise ValueError("ClassSensitivity(normalize='mean') needs the group ids")
+            p_cls = p_cls / mean_per_group(p_cls, group, num_groups)
+            p_loc = p_loc / mean_per_group(p_loc, group, num_groups)
+        return p_cls, p_loc
+
+    def class_parameters(self, label: int) -> dict[str, float]:
+        """The six Gaussian parameters of one class, as floats (for plots)."""
+        return {
+            name: float(getattr(self, name)[label].detach()) for name in self.weight_decay_params
+        }
+
+
+class MaskedConvLayer(nn.Module):
+    """Conv1d k3 ``d -> d``, LayerNorm over channels, ReLU; zero outside the mask."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(K, d, W)`` zero outside ``mask`` ``(K, W)``; returns ``(K, d, W)``."""
+        y = self.norm(self.conv(x).transpose(1, 2)).transpose(1, 2)
+        return torch.relu(y) * mask[:, None, :]
+
+
+class InstanceEvaluator(nn.Module):
+    """``Phi``: ``l4`` x [masked Conv1d k3, LN, ReLU], then Linear ``d -> 1`` and sigmoid."""
+
+    def __init__(self, d: int, l4: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MaskedConvLayer(d) for _ in range(l4))
+        self.out = nn.Linear(d, 1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """Frames either side of a frame that its output depends on."""
+        return len(self.layers)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(K, d, W)``, ``mask``: ``(K, W)`` bool; returns ``q`` ``(K, W)``."""
+        m = mask.to(x.dtype)
+        x = x * m[:, None, :]
+        for layer in self.layers:
+            x = layer(x, m)
+        return torch.sigmoid(self.out(x.transpose(1, 2))).squeeze(-1)
+
+
+class InstanceSensitivity(nn.Module):
+    """The two evaluators ``Phi_cls``, ``Phi_loc`` and where they run (``ASL.md`` §4).
+
+    Args:
+        d: feature width.
+        l4: conv layers per evaluator.
+        evaluator_mask: ``"inside_gt"`` (input masked to the GT's frames) or ``"positives"``
+            (masked to the GT's positive points on the level).
+        tile_len: frames per tile of the batched evaluation.
+    """
+
+    def __init__(
+        self, d: int, l4: int, evaluator_mask: str = "inside_gt", tile_len: int = 16
+    ) -> None:
+        super().__init__()
+        if evaluator_mask not in EVALUATOR_MASKS:
+            raise ValueError(f"evaluator_mask must be one of {EVALUATOR_MASKS}")
+        self.phi_cls = InstanceEvaluator(d, l4)
+        self.phi_loc = InstanceEvaluator(d, l4)
+        self.evaluator_mask = evaluator_mask
+        self.tile_len = tile_len
+
+    def evaluate_spans(
+        self,
+        feats: torch.Tensor,
+        valid: torch.Tensor,
+        span_batch: torch.Tensor,
+        span_lo: torch.Tensor,
+        span_hi: torch.Tensor,
+        owner: torch.Tensor | None = None,
+        span_owner: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run both evaluators on ``K`` spans, each on its own masked frames.
+
+        Span ``k`` covers frames ``span_lo[k] .. span_hi[k]`` (inclusive) of video
+        ``span_batch[k]``; its input is masked to those frames that are ``valid`` and, when
+        ``owner`` is given, whose ``owner`` equals ``span_owner[k]``.
+
+        Args:
+            feats: ``(B, d, T)`` features.
+            valid: ``(B, T)`` bool.
+            span_batch, span_lo, span_hi: ``(K,)`` int64.
+            owner: ``(B, T)`` int64 or None.
+            span_owner: ``(K,)`` int64 or None.
+
+        Returns:
+            ``q_cls``, ``q_loc``, ``member``: ``(K, W)`` where entry ``[k, j]`` is frame
+            ``span_lo[k] + j`` and ``W`` the longest span; ``member`` marks the frames that
+            were evaluated (``q`` is 0 elsewhere).
+        """
+        num_frames = feats.shape[2]
+        lengths = (span_hi - span_lo + 1).clamp(min=0)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest == 0:
+            empty = feats.new_zeros(lengths.shape[0], 0)
+            return empty, empty, empty.bool()
+        tile = min(self.tile_len, longest)
+        halo = self.phi_cls.receptive_radius
+        num_tiles = (lengths + tile - 1) // tile
+        first_tile = torch.cumsum(num_tiles, 0) - num_tiles
+        tile_span = torch.repeat_interleave(
+            torch.arange(len(lengths), device=feats.device), num_tiles
+        )
+        tile_rank = torch.arange(len(tile_span), device=feats.device) - first_tile[tile_span]
+        tile_start = span_lo[tile_span] + tile_rank * tile
+
+        frames = tile_start[:, None] + torch.arange(-halo, tile + halo, device=feats.device)
+        batch = span_batch[tile_span][:, None]
+        clamped = frames.clamp(0, num_frames - 1)
+        inside = (
+            (frames >= span_lo[tile_span][:, None])
+            & (frames <= span_hi[tile_span][:, None])
+            & (frames >= 0)
+            & (frames < num_frames)
+            & valid[batch, clamped]
+        )
+        if owner is not None:
+            inside = inside & (owner[batch, clamped] == span_owner[tile_span][:, None])
+        x = feats.transpose(1, 2)[batch, clamped].transpose(1, 2)
+        q_cls_tiles = self.phi_cls(x, inside)[:, halo : halo + tile]
+        q_loc_tiles = self.phi_loc(x, inside)[:, halo : halo + tile]
+        member_tiles = inside[:, halo : halo + tile]
+
+        offset = torch.arange(longest, device=feats.device)
+        in_span = offset[None, :] < lengths[:, None]
+        tile_index = (first_tile[:, None] + offset[None, :] // tile).clamp(max=len(tile_span) - 1)
+        column = (offset % tile)[None, :].expand_as(tile_index)
+        member = member_tiles[tile_index, column] & in_span
+        q_cls = q_cls_tiles[tile_index, column] * member
+        q_loc = q_loc_tiles[tile_index, column] * member
+        return q_cls, q_loc, member
+
+    def at_positives(
+        self,
+        feats: list[torch.Tensor],
+        masks: list[torch.Tensor],
+        points: torch.Tensor,
+        segments: torch.Tensor,
+        gt_index: torch.Tensor,
+        pos_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q`` at every positive point, ``Phi`` run per (GT, level) with positives there.
+
+        Args:
+            feats: per level ``(B, d, T_l)``.
+            masks: per level ``(B, T_l)`` bool.
+            points: ``(P, 4)`` point table.
+            segments: ``(B, N, 2)`` GT in grid units.
+            gt_index: ``(B, P)`` chosen GT, -1 on negatives.
+            pos_mask: ``(B, P)`` bool.
+
+        Returns:
+            ``q_cls``, ``q_loc``: ``(B, P)``, 0 on negatives.
+        """
+        device = points.device
+        batch, num_gt = segments.shape[:2]
+        sizes = torch.tensor([m.shape[1] for m in masks], device=device)
+        num_levels = len(masks)
+        level = torch.repeat_interleave(torch.arange(num_levels, device=device), sizes)
+        level_start = torch.cumsum(sizes, 0) - sizes
+        gt = gt_index.clamp(min=0)
+
+        key = (torch.arange(batch, device=device)[:, None] * num_gt + gt) * num_levels + level
+        has_pos = torch.zeros(batch * num_gt * num_levels, dtype=torch.long, device=device)
+        has_pos.index_put_((key.reshape(-1),), pos_mask.reshape(-1).long(), accumulate=True)
+        span_key = torch.nonzero(has_pos).squeeze(1)
+        span_level = span_key % num_levels
+        span_gt = (span_key // num_levels) % num_gt
+        span_batch = span_key // (num_levels * num_gt)
+
+        stride = (2**span_level).to(segments.dtype)
+        seg = segments[span_batch, span_gt]
+        first = torch.ceil(seg[:, 0] / stride).long().clamp(min=0)
+        last = torch.floor(seg[:, 1] / stride).long()
+        last = torch.minimum(last, sizes[span_level] - 1)
+        span_lo = level_start[span_level] + first
+        span_hi = level_start[span_level] + last
+
+        flat_feats = torch.cat(feats, dim=2)
+        flat_valid = torch.cat(masks, dim=1)
+        owner = gt_index if self.evaluator_mask == "positives" else None
+        q_cls, q_loc, _ = self.evaluate_spans(
+            flat_feats, flat_valid, span_batch, span_lo, span_hi, owner, span_gt
+        )
+
+        if q_cls.numel() == 0:
+            # no positive: zeros that still touch every evaluator parameter (DDP)
+            zeros = pos_mask.to(flat_feats.dtype) * 0 + 0 * sum(
+                param.sum() for param in self.parameters()
+            )
+            return zeros, zeros
+        span_id = torch.full_like(has_pos, -1)
+        span_id[span_key] = torch.arange(len(span_key), device=device)
+        k = span_id[key].clamp(min=0)
+        column = torch.arange(level.shape[0], device=device)[None, :] - span_lo[k]
+        column = column.clamp(0, q_cls.shape[1] - 1)
+        q_cls_pos = torch.where(pos_mask, q_cls[k, column], 0.0)
+        q_loc_pos = torch.where(pos_mask, q_loc[k, column], 0.0)
+        return q_cls_pos, q_loc_pos
+
+    @torch.no_grad()
+    def inside_gts(
+        self,
+        feats: torch.Tensor,
+        valid: torch.Tensor,
+        segments: torch.Tensor,
+        seg_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q`` on every level-0 frame inside every GT, ``Phi`` input masked to the GT.
+
+        Args:
+            feats: ``(B, d, T)`` level-0 features.
+            valid: ``(B, T)`` bool.
+            segments: ``(B, N, 2)``; seg_mask: ``(B, N)``.
+
+        Returns:
+            ``q_cls``, ``q_loc``: ``(B, N, T)``, 0 outside each GT.
+        """
+        batch, num_gt = seg_mask.shape
+        num_frames = feats.shape[2]
+        span_batch, span_gt = torch.nonzero(seg_mask, as_tuple=True)
+        seg = segments[span_batch, span_gt]
+        span_lo = torch.ceil(seg[:, 0]).long().clamp(min=0)
+        span_hi = torch.floor(seg[:, 1]).long().clamp(max=num_frames - 1)
+        q_cls, q_loc, _ = self.evaluate_spans(feats, valid, span_batch, span_lo, span_hi)
+        out_cls = q_cls.new_zeros(batch, num_gt, num_frames)
+        out_loc = q_loc.new_zeros(batch, num_gt, num_frames)
+        if q_cls.numel() == 0:
+            return out_cls, out_loc
+        frame = span_lo[:, None] + torch.arange(q_cls.shape[1], device=feats.device)
+        keep = frame <= span_hi[:, None]
+        rows_b = span_batch[:, None].expand_as(frame)[keep]
+        rows_g = span_gt[:, None].expand_as(frame)[keep]
+        out_cls[rows_b, rows_g, frame[keep]] = q_cls[keep]
+        out_loc[rows_b, rows_g, frame[keep]] = q_loc[keep]
+        return out_cls, out_loc
+
+
+def combine_sensitivity(
+    p: torch.Tensor | None, q: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
+    """``h`` of ``Table c``: ``p + q``, ``p``, ``q`` or ones (``like``'s shape) when neither."""
+    if p is None and q is None:
+        return torch.ones_like(like)
+    if p is None:
+        return q
+    if q is None:
+        return p
+    return p + q
