@@ -1,0 +1,116 @@
+"""Offline detection scorer: ``python -m asl_tal.evaluate --gt GT.json --pred PRED.json``.
+
+Scores an ActivityNet-style results file (or an Ego4D MQ submission) against an
+annotation JSON with the protocol of ``DATASETS.md`` §4, sharing its code with the
+:class:`~asl_tal.metrics.detection_map.TemporalActionDetectionMAP` metric.
+Predictions on videos outside the evaluated subset count as false positives and labels
+without GT in the subset are ignored, as the official protocol does; both are counted in a
+warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from asl_tal.data.annotations import AnnotationError, load_annotations
+from asl_tal.metrics.matching import detection_ap, ground_truth_from_annotations, mean_ap
+from asl_tal.submission import ResultRows, read_results
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIOU = (0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def _lookup(values: np.ndarray, table: dict[str, int]) -> np.ndarray:
+    """``(N,)`` int64 index of each string in ``table``, -1 when absent."""
+    unique, inverse = np.unique(values.astype(str), return_inverse=True)
+    return np.array([table.get(u, -1) for u in unique], dtype=np.int64)[inverse].reshape(-1)
+
+
+def evaluate_results(
+    gt_path: str | Path,
+    pred: str | Path | ResultRows,
+    subset: str | None = None,
+    tiou_thresholds: Sequence[float] = DEFAULT_TIOU,
+) -> dict:
+    """Score predictions against the GT of ``subset`` (None = every video of the file).
+
+    Returns:
+        ``{"tiou": [...], "mAP": [...], "average_mAP": x, "per_class_AP": {name: [...]}}``,
+        fractions in [0, 1]; ``per_class_AP`` lists the classes with GT in the subset.
+    """
+    gt, class_map = load_annotations(gt_path, None if subset is None else [subset])
+    video_index = {vid: i for i, vid in enumerate(gt)}
+    gt_arrays = ground_truth_from_annotations(gt, video_index)
+    if len(gt_arrays.labels) == 0:
+        raise AnnotationError(f"{gt_path}: subset {subset!r} has no ground-truth segment")
+    rows = pred if isinstance(pred, ResultRows) else read_results(pred)
+    video = _lookup(rows.video_ids, video_index)
+    labels = _lookup(rows.labels, {name: i for i, name in enumerate(class_map.names)})
+    num_pos = np.bincount(gt_arrays.labels, minlength=class_map.num_classes)
+
+    outside = video < 0
+    if outside.any():
+        log.warning(
+            "%d predictions on %d videos outside the evaluated GT subset: false positives",
+            int(outside.sum()),
+            len(np.unique(rows.video_ids[outside].astype(str))),
+        )
+    no_gt = (labels < 0) | (num_pos[labels.clip(min=0)] == 0)
+    if no_gt.any():
+        log.warning(
+            "%d predictions with %d labels that have no GT in the subset: ignored",
+            int(no_gt.sum()),
+            len(np.unique(rows.labels[no_gt].astype(str))),
+        )
+    thresholds = np.asarray(tiou_thresholds, dtype=np.float64)
+    per_class = detection_ap(
+        gt_arrays, video, rows.segments, rows.scores, labels, class_map.num_classes, thresholds
+    )
+    mean = mean_ap(per_class)
+    return {
+        "tiou": thresholds.tolist(),
+        "mAP": mean.tolist(),
+        "average_mAP": float(mean.mean()),
+        "per_class_AP": {
+            class_map.names[c]: per_class[:, c].tolist() for c in np.flatnonzero(num_pos > 0)
+        },
+    }
+
+
+def format_table(metrics: dict) -> str:
+    """Per-threshold mAP table in percent."""
+    lines = ["tIoU    mAP (%)"]
+    lines += [
+        f"{t:<7.2f} {m * 100:6.2f}" for t, m in zip(metrics["tiou"], metrics["mAP"], strict=True)
+    ]
+    lines.append(f"average {metrics['average_mAP'] * 100:6.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m asl_tal.evaluate", description=__doc__)
+    parser.add_argument("--gt", required=True, help="annotation JSON (our format)")
+    parser.add_argument("--pred", required=True, help="ActivityNet-style results JSON")
+    parser.add_argument("--subset", default=None, help="subset to score (default: all videos)")
+    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOU))
+    parser.add_argument("--out", default=None, help="write the metrics as JSON here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    metrics = evaluate_results(args.gt, args.pred, args.subset, args.tiou)
+    print(format_table(metrics))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

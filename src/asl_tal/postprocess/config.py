@@ -1,0 +1,52 @@
+"""Post-processing settings (``ASL.md`` §8); defaults are ActionFormer's THUMOS14 values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+NmsMethod = Literal["soft_gaussian", "soft_linear", "hard", "none"]
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """How network outputs become detections.
+
+    Attributes:
+        score_thresh: candidates need ``sigmoid(logit) > score_thresh``.
+        pre_nms_topk: (point, class) candidates kept before NMS, per level or per video.
+        topk_per_level: apply ``pre_nms_topk`` to each pyramid level (ActionFormer) rather
+            than to the whole video.
+        duration_thresh: candidates need a length ``> duration_thresh`` (grid units).
+        nms_method: Gaussian or linear Soft-NMS, hard NMS, or none (top-scoring kept).
+        sigma: Gaussian Soft-NMS decay ``score · exp(-IoU² / sigma)``.
+        iou_threshold: linear Soft-NMS decays, and hard NMS removes, above this IoU.
+        min_score: candidates whose (decayed) score falls below this are dropped.
+        max_seg_num: detections kept per video.
+        class_agnostic: NMS across classes instead of per class.
+        voting_thresh: with class-agnostic NMS, > 0 enables segment voting over candidates
+            with IoU >= this value.
+        fusion_topk: classes per video when fusing with external video-level scores.
+    """
+
+    score_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    topk_per_level: bool = True
+    duration_thresh: float = 0.05
+    nms_method: NmsMethod = "soft_gaussian"
+    sigma: float = 0.5
+    iou_threshold: float = 0.1
+    min_score: float = 0.001
+    max_seg_num: int = 200
+    class_agnostic: bool = False
+    voting_thresh: float = 0.0
+    fusion_topk: int = 2
+
+    def __post_init__(self) -> None:
+        if self.nms_method not in ("soft_gaussian", "soft_linear", "hard", "none"):
+            raise ValueError(f"PostprocessConfig.nms_method: unknown value {self.nms_method!r}")
+        if self.sigma <= 0:
+            raise ValueError(f"PostprocessConfig.sigma must be > 0, got {self.sigma}")
+        for name in ("pre_nms_topk", "max_seg_num", "fusion_topk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PostprocessConfig.{name} must be >= 1")
