@@ -32,11 +32,16 @@ log = logging.getLogger("asl_tal")
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 
 
-class CheckpointMismatchError(ValueError):
+class UserInputError(ValueError):
+    """A command-line input that cannot work (the message says why and what to do)."""
+
+
+class CheckpointMismatchError(UserInputError):
     """A checkpoint does not fit the current dataset configuration."""
 
 
 USER_ERRORS = (
+    UserInputError,
     AnnotationError,
     FeatureError,
     DatasetNotFoundError,
@@ -119,27 +124,30 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callback_list, logger=build_loggers(cfg) or False)
 
 
-def load_checkpoint(path: str | Path, datamodule: TALDataModule) -> ASLLitModule:
-    """Load a checkpoint, checking it was trained on data shaped like ``datamodule``'s."""
+def load_checkpoint(
+    path: str | Path,
+    class_names: list[str] | None = None,
+    input_dim: int | list[int] | None = None,
+) -> ASLLitModule:
+    """Load an asl-tal checkpoint, checking its classes and feature width where given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters")
-    if not hparams:
+    if not hparams or "class_names" not in hparams:
         raise CheckpointMismatchError(f"{path}: not an asl-tal checkpoint (no hyper_parameters)")
     trained_classes = list(hparams["class_names"])
-    current_classes = list(datamodule.class_map.names)
-    if trained_classes != current_classes:
+    if class_names is not None and trained_classes != list(class_names):
         raise CheckpointMismatchError(
             f"{path}: trained on {len(trained_classes)} classes ({trained_classes[:3]}...), the "
-            f"current dataset has {len(current_classes)} ({current_classes[:3]}...)"
+            f"current dataset has {len(class_names)} ({list(class_names)[:3]}...)"
         )
     trained_dim = hparams["model"]["input_dim"]
-    if trained_dim != datamodule.input_dim:
+    if input_dim is not None and trained_dim != input_dim:
         raise CheckpointMismatchError(
             f"{path}: trained on features of width {trained_dim}, the current dataset has "
-            f"dataset.input_dim={datamodule.input_dim}"
+            f"dataset.input_dim={input_dim}"
         )
     module = ASLLitModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
@@ -159,7 +167,7 @@ def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str
         },
     }
     if "recall" in result:
-        out["recall"] = {key: float(value) for key, value in result["recall"].items()}
+        out["recall"] = {key: values.tolist() for key, values in result["recall"].items()}
     return out
 
 

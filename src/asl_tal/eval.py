@@ -26,7 +26,9 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    module = load_checkpoint(cfg.ckpt_path, datamodule)
+    module = load_checkpoint(
+        cfg.ckpt_path, list(datamodule.class_map.names), datamodule.cfg.input_dim
+    )
     module.postprocess_cfg = PostprocessConfig(**OmegaConf.to_container(cfg.postprocess))
     module.evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
     datamodule.pad_multiple = module.detector.required_multiple

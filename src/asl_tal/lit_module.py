@@ -104,7 +104,7 @@ class ASLLitModule(L.LightningModule):
                 gt=gt,
                 video_index=video_index,
                 num_classes=len(self.class_names),
-                topk=recall_topk,
+                ks=tuple(recall_topk),
                 tiou_thresholds=list(self.evaluation["recall_tiou_thresholds"]),
                 strict_greater=self.evaluation.get("recall_strict_greater", False),
                 average=self.evaluation.get("recall_average", "instance"),
@@ -212,8 +212,9 @@ class ASLLitModule(L.LightningModule):
         if stage in self.recalls:
             recall = self.recalls[stage].compute()
             self.recalls[stage].reset()
-            for key, value in recall.items():
-                self.log(f"{stage}/{key}", value, sync_dist=False)
+            for key, values in recall.items():
+                for thr, value in zip(self.evaluation["recall_tiou_thresholds"], values):
+                    self.log(f"{stage}/{key}@{thr:g}", value, sync_dist=False)
             result["recall"] = recall
         self.last_results = {**getattr(self, "last_results", {}), stage: result}
         return result

@@ -76,8 +76,8 @@ class ASLDetector(nn.Module):
             num_classes=num_classes,
             d_emb=cfg["d_emb"],
             l4=cfg["l4"],
-            sensitivity=dict(cfg["sensitivity"]),
             ascl=dict(cfg["ascl"]),
+            **dict(cfg["sensitivity"]),
             **dict(cfg["loss"]),
         )
         return cls(network, objective, cfg.get("regression_ranges"))

@@ -1,0 +1,157 @@
+"""Masked temporal self-attention (global or local window, stride 1 or 2) and channel attention.
+
+Inputs are channels-last ``(B, T, C)`` and zero on padded steps; masks are ``(B, T)`` bool.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asl_tal.models.blocks import downsample_mask
+
+
+def _guard_empty(key_mask: torch.Tensor) -> torch.Tensor:
+    """Let a query whose keys are all padding attend to all of them (avoids NaN rows).
+
+    ``key_mask (..., S)`` bool. Such rows only belong to padded queries, whose output is
+    zeroed afterwards.
+    """
+    return key_mask | ~key_mask.any(dim=-1, keepdim=True)
+
+
+class MaskedSelfAttention(nn.Module):
+    """Multi-head self-attention with convolutional q, k, v (``ASL.md`` §1).
+
+    q, k and v each pass a depthwise Conv1d k3 (stride ``stride``) and a LayerNorm, then a
+    1×1 projection; attention runs on the strided grid, padded keys are masked out.
+    ``window`` (odd) restricts each query to the ``window`` keys centred on it; None means
+    global attention.
+
+    Args:
+        dim: channels ``d``.
+        n_heads: heads (``d`` must be divisible by it).
+        stride: 1, or 2 for a down-sampling block.
+        window: local attention window size, or None.
+        dropout: dropout on the attention weights and after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        stride: int = 1,
+        window: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"embedding width {dim} is not divisible by n_heads={n_heads}")
+        if window is not None and (window < 1 or window % 2 != 1):
+            raise ValueError(f"attn_window must be a positive odd number, got {window}")
+        self.n_heads = n_heads
+        self.stride = stride
+        self.window = window
+        self.dropout = dropout
+        # One grouped conv computes the three depthwise convs: output channel 3c + j is
+        # branch j (q, k, v) of input channel c.
+        self.qkv_conv = nn.Conv1d(dim, 3 * dim, 3, stride=stride, padding=1, groups=dim, bias=False)
+        self.q_norm = nn.LayerNorm(dim)
+        self.k_norm = nn.LayerNorm(dim)
+        self.v_norm = nn.LayerNorm(dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.out_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, T, C)`` zero on padding, ``mask (B, T)`` -> ``(B, T', C)``, ``(B, T')``.
+
+        ``T' = T / stride``; the output is zero on padded steps.
+        """
+        b, _, c = x.shape
+        out_mask = downsample_mask(mask, self.stride)
+        qkv = self.qkv_conv(x.transpose(1, 2)).unflatten(1, (c, 3))  # (B, C, 3, T')
+        heads = (self.n_heads, c // self.n_heads)
+        q, k, v = (
+            proj(norm(qkv[:, :, j].transpose(1, 2))).unflatten(-1, heads).transpose(1, 2)
+            for j, (norm, proj) in enumerate(
+                [(self.q_norm, self.q_proj), (self.k_norm, self.k_proj), (self.v_norm, self.v_proj)]
+            )
+        )  # each (B, H, T', dh)
+        if self.window is None:
+            out = self._global(q, k, v, out_mask)
+        else:
+            out = self._local(q, k, v, out_mask)
+        out = self.out_drop(self.out_proj(out.transpose(1, 2).reshape(b, -1, c)))
+        return out * out_mask[..., None].to(out.dtype), out_mask
+
+    def _global(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B, H, T, dh)`` each, ``mask (B, T)`` -> ``(B, H, T, dh)``."""
+        key_mask = _guard_empty(mask)[:, None, None, :]
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+
+    def _local(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Each query attends to keys ``t - w//2 .. t + w//2``; memory linear in ``T``.
+
+        ``(B, H, T, dh)`` each, ``mask (B, T)`` -> ``(B, H, T, dh)``.
+        """
+        w = self.window
+        r = w // 2
+        # (B, H, T + 2r, dh) -> (B, H, T, dh, w) -> (B, H, T, w, dh)
+        k_win = F.pad(k, (0, 0, r, r)).unfold(2, w, 1).transpose(-1, -2)
+        v_win = F.pad(v, (0, 0, r, r)).unfold(2, w, 1).transpose(-1, -2)
+        key_mask = F.pad(mask, (r, r), value=False).unfold(1, w, 1)  # (B, T, w)
+        key_mask = _guard_empty(key_mask)[:, None, :, None, :]  # (B, 1, T, 1, w)
+        out = F.scaled_dot_product_attention(
+            q.unsqueeze(3),
+            k_win,
+            v_win,
+            attn_mask=key_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return out.squeeze(3)
+
+
+class ChannelAttention(nn.Module):
+    """Channel attention ``CA`` of the stride-1 blocks (``ASL.md`` §1, [official]).
+
+    Per head (width ``dh = d / n_heads``) with ``q, k, v (T, dh)`` from one bias-free Linear:
+    ``A = softmax((k / sqrt(dh))ᵀ v)`` is ``dh × dh``, summed over the real steps only and
+    normalised over its last axis; each step's output is ``A q_t`` (``out[t, i] =
+    Σ_j A[i, j] q[t, j]``). Heads are concatenated and projected by a Linear.
+
+    Args:
+        dim: channels ``d``.
+        n_heads: heads.
+        dropout: dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"embedding width {dim} is not divisible by n_heads={n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x (B, T, C)``, ``mask (B, T)`` -> ``(B, T, C)``, zero on padded steps."""
+        b, t, c = x.shape
+        dh = c // self.n_heads
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, dh).unbind(2)  # (B, T, H, dh)
+        m = mask[:, :, None, None].to(x.dtype)
+        attn = torch.einsum("bthi,bthj->bhij", k * (m / math.sqrt(dh)), v).softmax(dim=-1)
+        out = torch.einsum("bhij,bthj->bthi", attn, q).reshape(b, t, c)
+        return self.drop(self.proj(out)) * mask[..., None].to(x.dtype)

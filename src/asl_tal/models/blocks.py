@@ -1,0 +1,115 @@
+"""Building blocks of the ASL network: masked convolution, channel LayerNorm, drop-path, FFN.
+
+Two layouts are used: convolutions work channels-first ``(B, C, T)``, the transformer parts
+channels-last ``(B, T, C)``. Every tensor travels with a ``(B, T)`` bool mask (True on real
+steps) and is kept zero on padded steps, so a padded step never reaches a real one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def downsample_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """``(B, T) -> (B, ceil(T / stride))``: every ``stride``-th value (nearest neighbour).
+
+    For a prefix mask of ``n`` real steps this keeps ``ceil(n / stride)`` real steps.
+    """
+    return mask[:, ::stride] if stride > 1 else mask
+
+
+class MaskedConv1d(nn.Conv1d):
+    """``nn.Conv1d`` with "same" padding whose output is zeroed on padded steps.
+
+    The input must be zero on padded steps (the convention of the whole network); then a
+    real output step only sees real inputs and zero padding, whatever the batch's length.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"MaskedConv1d needs an odd kernel size, got {kernel_size}")
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            bias=bias,
+        )
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, C_in, T)``, ``mask (B, T)`` -> ``(B, C_out, T / stride)`` and its mask."""
+        out_mask = downsample_mask(mask, self.stride[0])
+        return super().forward(x) * out_mask[:, None, :].to(x.dtype), out_mask
+
+
+class LayerNormChannels(nn.LayerNorm):
+    """LayerNorm over the channel axis of a channels-first ``(B, C, T)`` tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``(B, C, T) -> (B, C, T)``."""
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvNormReLU(nn.Module):
+    """Masked Conv1d k3 s1 -> LayerNorm over channels -> ReLU, zeroed on padded steps."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = MaskedConv1d(in_channels, out_channels, kernel_size)
+        self.norm = LayerNormChannels(out_channels)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x (B, C_in, T)``, ``mask (B, T)`` -> ``(B, C_out, T)``."""
+        out, _ = self.conv(x, mask)
+        return F.relu(self.norm(out)) * mask[:, None, :].to(out.dtype)
+
+
+class AffineDropPath(nn.Module):
+    """Learnable per-channel scale (init ``init_scale``) followed by drop-path.
+
+    In training each sample's branch is dropped with probability ``drop_prob`` and the kept
+    ones are rescaled by ``1 / (1 - drop_prob)``. Works on channels-last ``(B, T, C)``.
+    """
+
+    def __init__(self, channels: int, drop_prob: float = 0.0, init_scale: float = 1e-4) -> None:
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+        self.scale = nn.Parameter(torch.full((channels,), init_scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C) -> (B, T, C)``."""
+        x = x * self.scale
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        sample_keep = x.new_empty(x.shape[0], 1, 1).bernoulli_(keep)
+        return x * sample_keep / keep
+
+
+class FeedForward(nn.Sequential):
+    """Linear ``d -> ratio·d``, GELU, Linear back to ``d`` (dropout after each Linear)."""
+
+    def __init__(self, dim: int, ratio: int = 4, dropout: float = 0.0) -> None:
+        super().__init__(
+            nn.Linear(dim, ratio * dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ratio * dim, dim),
+            nn.Dropout(dropout),
+        )

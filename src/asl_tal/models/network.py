@@ -1,0 +1,149 @@
+"""``ASLNetwork``: backbone, feature pyramid and heads of ASL (``ASL.md`` §1), no Lightning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from asl_tal.models.encoder import ASLEncoder
+from asl_tal.models.heads import ClassificationHead, LocalizationHead
+from asl_tal.models.outputs import NetworkOutput
+
+
+def init_weights(module: nn.Module) -> None:
+    """Weights keep PyTorch's default init (Kaiming-uniform); Linear / Conv1d biases start at 0.
+
+    LayerNorms start at weight 1, bias 0 (their default).
+    """
+    if isinstance(module, (nn.Linear, nn.Conv1d)) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class ASLNetwork(nn.Module):
+    """The ASL network: ``(feats, mask)`` -> per-level logits, offsets, features and masks.
+
+    Keyword arguments come from the Hydra group ``model``; see :class:`ASLEncoder` for the
+    backbone ones.
+
+    Args:
+        input_dim: feature width, or one width per stream (the streams are concatenated
+            along channels in the input, in this order).
+        num_classes: ``C``.
+        stream_dims: per-stream k1 projection widths summing to ``d_emb`` (multi-stream).
+        d_emb: embedding width ``d``.
+        n_heads: attention heads.
+        l1: TCN layers; l2: stride-1 blocks; l3: down-sampling blocks (``l3 + 1`` levels).
+        head_width: width ``h`` of the heads.
+        head_layers: convolutions per head, the last one included.
+        t_c_alpha: temporal-branch weight ``α`` of the stride-1 blocks.
+        channel_attention: build the channel-attention branch.
+        attn_window: local attention window (odd), None = global attention.
+        attn_window_levels: local window only on the finest N levels (None = all levels).
+        abs_pos_enc: sinusoidal absolute position encoding.
+        max_seq_len: training length; longer inputs compress the encoding's positions.
+        dropout: attention / projection dropout.
+        path_drop: drop-path probability.
+        prior_prob: class prior ``π`` of the logit bias.
+        class_counts: training instances per class (classes with 0 get ``π = 1e-6``).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_dim: int | Sequence[int],
+        num_classes: int,
+        stream_dims: Sequence[int] | None = None,
+        d_emb: int = 512,
+        n_heads: int = 8,
+        l1: int = 1,
+        l2: int = 2,
+        l3: int = 5,
+        head_width: int = 512,
+        head_layers: int = 3,
+        t_c_alpha: float = 0.8,
+        channel_attention: bool = True,
+        attn_window: int | None = None,
+        attn_window_levels: int | None = None,
+        abs_pos_enc: bool = False,
+        max_seq_len: int = 2304,
+        dropout: float = 0.0,
+        path_drop: float = 0.1,
+        prior_prob: float = 0.01,
+        class_counts: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_dims = [input_dim] if isinstance(input_dim, int) else [*input_dim]
+        self.num_classes = num_classes
+        self.l3 = l3
+        self.encoder = ASLEncoder(
+            self.input_dims,
+            stream_dims,
+            d_emb,
+            n_heads,
+            l1,
+            l2,
+            l3,
+            t_c_alpha=t_c_alpha,
+            channel_attention=channel_attention,
+            attn_window=attn_window,
+            attn_window_levels=attn_window_levels,
+            abs_pos_enc=abs_pos_enc,
+            max_seq_len=max_seq_len,
+            dropout=dropout,
+            path_drop=path_drop,
+        )
+        self.cls_head = ClassificationHead(
+            d_emb, head_width, num_classes, head_layers, prior_prob, class_counts
+        )
+        self.loc_head = LocalizationHead(d_emb, head_width, self.num_levels, head_layers)
+        self.apply(init_weights)
+        self.cls_head.reset_prior_bias()
+
+    @property
+    def num_levels(self) -> int:
+        """Pyramid levels, ``l3 + 1``."""
+        return self.l3 + 1
+
+    @property
+    def required_multiple(self) -> int:
+        """The input length must be a multiple of this: ``2**l3``, the coarsest stride.
+
+        The local attention window adds no constraint here (keys are gathered per query with
+        edge padding). ActionFormer's sliding-chunk local attention does: it splits level
+        ``l`` into chunks of ``2·⌊w/2⌋`` steps, so it pads ``T`` to a multiple of
+        ``max_l 2**l · 2·⌊w_l/2⌋`` over the windowed levels (96 for ActivityNet's window 7
+        on strides 1–16).
+        """
+        return 2**self.l3
+
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> NetworkOutput:
+        """``feats (B, D, T)`` zero on padding, ``mask (B, T)`` bool -> :class:`NetworkOutput`.
+
+        ``T`` must be a multiple of :attr:`required_multiple`; level ``l`` has
+        ``T_l = T / 2**l`` steps and mask ``mask[:, ::2**l]``.
+        """
+        expected = sum(self.input_dims)
+        if feats.dim() != 3 or feats.shape[1] != expected:
+            raise ValueError(
+                f"ASLNetwork expects feats (B, {expected}, T) (model.input_dim="
+                f"{self.input_dims}), got {tuple(feats.shape)}"
+            )
+        if mask.shape != (feats.shape[0], feats.shape[2]) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be bool (B, T) = {(feats.shape[0], feats.shape[2])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+        if feats.shape[2] % self.required_multiple:
+            raise ValueError(
+                f"input length {feats.shape[2]} is not a multiple of {self.required_multiple} "
+                f"(2**l3): pad the batch to network.required_multiple"
+            )
+        pyramid, masks = self.encoder(feats, mask)
+        return NetworkOutput(
+            cls_logits=self.cls_head(pyramid, masks),
+            offsets=self.loc_head(pyramid, masks),
+            feats=pyramid,
+            masks=masks,
+        )
