@@ -69,7 +69,7 @@ def test_dataset_config_matches_its_table_row(name):
     assert (model["n_heads"], model["d_emb"]) == (heads, width)
     assert dataset["num_classes"] == classes
     # epochs exclude warm-up: the trainer runs both
-    assert resolved(cfg, "trainer")["max_epochs"] == epochs + cfg.scheduler.warmup_epochs
+    assert cfg.trainer.max_epochs == epochs + cfg.scheduler.warmup_epochs
 
 
 def test_ego4d_has_nine_levels_and_three_streams():

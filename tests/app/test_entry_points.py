@@ -1,0 +1,196 @@
+"""The application through its real entry points: train, eval, predict, sweeps, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_json, run_entry, tiny
+
+METRIC_KEYS = {"tiou", "mAP", "average_mAP", "per_class_AP"}
+
+
+def test_train_writes_checkpoints_class_map_and_results(trained_run):
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert read_json(trained_run / "class_map.json")["classes"] == [f"action_{i:02d}" for i in range(8)]
+    metrics = read_json(trained_run / "results" / "test_metrics.json")
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert 0.0 <= metrics["average_mAP"] <= 1.0
+    assert math.isclose(metrics["average_mAP"], float(np.mean(metrics["mAP"])), abs_tol=1e-9)
+    detections = read_json(trained_run / "results" / "test_detections.json")["results"]
+    assert detections, "no video got detections"
+    for rows in detections.values():
+        for row in rows:
+            assert row["label"].startswith("action_")
+            assert row["segment"][0] <= row["segment"][1]
+
+
+def test_checkpoint_holds_ema_weights_and_loss_normaliser(trained_run):
+    ckpt = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True)
+    state = ckpt["state_dict"]
+    assert any(k.startswith("ema.module.") for k in state)
+    assert "detector.objective.loss_normalizer" in state
+    assert ckpt["hyper_parameters"]["class_names"][0] == "action_00"
+
+
+def test_offline_scorer_agrees_with_the_run(trained_run, data_dir):
+    out = trained_run / "rescored.json"
+    run_entry(
+        "evaluate",
+        "--gt",
+        str(data_dir / "synthetic_tiny" / "annotations.json"),
+        "--pred",
+        str(trained_run / "results" / "test_detections.json"),
+        "--subset",
+        "test",
+        "--out",
+        str(out),
+    )
+    run_metrics = read_json(trained_run / "results" / "test_metrics.json")
+    # the detections file rounds nothing away that matters at this tolerance
+    assert read_json(out)["average_mAP"] == pytest.approx(run_metrics["average_mAP"], abs=1e-6)
+
+
+def test_eval_entry_point_reproduces_the_test_metrics(trained_run, data_dir, tmp_path):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    run_entry("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}"))
+    again = read_json(tmp_path / "results" / "test_metrics.json")
+    first = read_json(trained_run / "results" / "test_metrics.json")
+    assert again["mAP"] == pytest.approx(first["mAP"], abs=1e-9)
+
+
+def test_eval_under_ddp_sim_matches_one_process(trained_run, data_dir, tmp_path):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    run_entry("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}", "trainer=ddp_sim"))
+    ddp = read_json(tmp_path / "results" / "test_metrics.json")
+    single = read_json(trained_run / "results" / "test_metrics.json")
+    assert ddp["mAP"] == pytest.approx(single["mAP"], abs=1e-9)
+
+
+def test_predict_writes_detections_for_a_feature_folder(trained_run, tmp_path):
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    rng = np.random.default_rng(0)
+    for name, length in (("clip_a", 90), ("clip_b", 150)):
+        np.save(feats / f"{name}.npy", rng.normal(size=(length, 64)).astype(np.float32))
+    out = tmp_path / "pred.json"
+    run_entry(
+        "predict",
+        "debug=tiny",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        f"input={feats}",
+        f"output={out}",
+    )
+    results = read_json(out)["results"]
+    assert set(results) == {"clip_a", "clip_b"}
+    # stride 1, window 1, fps 1: a video of T steps lasts T seconds
+    for name, length in (("clip_a", 90), ("clip_b", 150)):
+        for row in results[name]:
+            assert 0.0 <= row["segment"][0] <= row["segment"][1] <= length
+            assert 0.0 < row["score"] <= 1.0
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
+    # tiny set: 24 training videos, batch 4 -> 6 steps per epoch; killed at step 8 (epoch 2)
+    common = ("trainer.max_epochs=3", "test_after_fit=false", "dataset.seed=3")
+    straight = tmp_path / "straight"
+    run_entry("train", *tiny(data_dir, straight, *common))
+
+    killed = tmp_path / "killed"
+    proc = run_entry(
+        "train",
+        *tiny(
+            data_dir,
+            killed,
+            *common,
+            "+callbacks.kill._target_=killer.KillAtStep",
+            "+callbacks.kill.step=8",
+        ),
+        check=False,
+    )
+    assert proc.returncode == -9
+    last = killed / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    resumed = tmp_path / "resumed"
+    run_entry("train", *tiny(data_dir, resumed, *common, f"ckpt_path={last}"))
+
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 18
+    for key, value in a["state_dict"].items():
+        # same seed, deterministic CPU kernels, num_workers=0: equal up to float noise
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_multirun_sweep_runs_every_job(data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_entry(
+        "train",
+        "-m",
+        "model.l1=1,2",
+        "model.l2=1,2",
+        "debug=tiny",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        "scheduler.epochs=0",
+        "trainer.limit_train_batches=2",
+    )
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert METRIC_KEYS <= set(read_json(job / "results" / "test_metrics.json"))
+
+
+def test_wandb_logger_writes_an_offline_run_without_api_key(data_dir, tmp_path):
+    run_entry(
+        "train",
+        *tiny(data_dir, tmp_path, "logger=wandb", "scheduler.epochs=0", "test_after_fit=false"),
+        env={"WANDB_MODE": "", "WANDB_DIR": str(tmp_path), "HOME": str(tmp_path)},
+    )
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_missing_dataset_is_one_readable_message(tmp_path):
+    proc = run_entry(
+        "train", "dataset=epic_verb", f"paths.data_dir={tmp_path}", "logger=none", check=False
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "convert_epic" in proc.stderr
+    assert str(tmp_path / "epic_kitchens") in proc.stderr
+
+
+def test_bad_override_names_the_key(tmp_path):
+    proc = run_entry("train", "model.not_a_key=3", "logger=none", check=False)
+    assert proc.returncode != 0
+    assert "not_a_key" in proc.stderr
+
+
+def test_checkpoint_from_another_dataset_is_refused(trained_run, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(
+        '{"database": {"v": {"subset": "test", "duration": 10, "fps": 1, "annotations": '
+        '[{"label": "jump", "segment": [1, 2]}]}}}'
+    )
+    (tmp_path / "feats").mkdir()
+    np.save(tmp_path / "feats" / "v.npy", np.zeros((10, 64), dtype=np.float32))
+    proc = run_entry(
+        "eval",
+        "dataset=custom",
+        f"dataset.json_file={ann}",
+        f"dataset.feat_dir={tmp_path / 'feats'}",
+        "dataset.input_dim=64",
+        "dataset.num_classes=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "trained on 8 classes" in proc.stderr
