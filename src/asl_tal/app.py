@@ -12,6 +12,7 @@ import math
 import netrc
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from asl_tal.submission import write_activitynet_results
 log = logging.getLogger("asl_tal")
 
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+# the EMA copy is deliberately kept in eval mode while training
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 class UserInputError(ValueError):
@@ -193,7 +196,9 @@ def write_test_results(
         return
     out = directory / "results"
     out.mkdir(parents=True, exist_ok=True)
-    write_activitynet_results(out / f"{subset}_detections.json", dict(detections), datamodule.class_map)
+    write_activitynet_results(
+        out / f"{subset}_detections.json", dict(detections), datamodule.class_map
+    )
     metrics = metrics_to_json(
         module.last_results["test"], list(module.evaluation["tiou_thresholds"]), module.class_names
     )

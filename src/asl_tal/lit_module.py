@@ -76,6 +76,10 @@ class ASLLitModule(L.LightningModule):
             if ema_cfg.get("enabled", True)
             else None
         )
+        if model.get("compile", False):
+            # compile the bound forward: parameter names (and so checkpoints) stay unchanged
+            network = self.detector.network
+            network.forward = torch.compile(network.forward, dynamic=True)
         self.postprocess_cfg = PostprocessConfig(**postprocess)
         self.evaluation = dict(evaluation)
         self.skip_nonfinite = skip_nonfinite
@@ -117,7 +121,9 @@ class ASLLitModule(L.LightningModule):
             return
         stages = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
         for name in stages:
-            self.attach_ground_truth(name, datamodule.annotations(name), datamodule.video_index(name))
+            self.attach_ground_truth(
+                name, datamodule.annotations(name), datamodule.video_index(name)
+            )
 
     # ----------------------------------------------------------------------------------
     # training
@@ -144,7 +150,9 @@ class ASLLitModule(L.LightningModule):
             return None
         batch_size = len(batch)
         for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+            self.log(
+                f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss"
+            )
         return loss
 
     def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
@@ -241,7 +249,9 @@ class ASLLitModule(L.LightningModule):
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, total_steps // max_epochs)
-        warmup_steps = min(total_steps, int(self.hparams.scheduler["warmup_epochs"]) * steps_per_epoch)
+        warmup_steps = min(
+            total_steps, int(self.hparams.scheduler["warmup_epochs"]) * steps_per_epoch
+        )
         min_ratio = float(self.hparams.scheduler.get("eta_min", 0.0)) / opt_cfg["lr"]
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

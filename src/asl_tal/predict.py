@@ -74,7 +74,9 @@ class RawFeatureDataset(Dataset):
                 "give the video duration with duration=SECONDS"
             )
         if stride is not None and fps is None:
-            raise UserInputError("no frame rate: set fps=... (or dataset.fps / dataset.default_fps)")
+            raise UserInputError(
+                "no frame rate: set fps=... (or dataset.fps / dataset.default_fps)"
+            )
         self.files = files
         self.input_dim = input_dim
         self.fps, self.stride, self.duration = fps, stride, duration

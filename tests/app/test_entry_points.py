@@ -16,7 +16,9 @@ def test_train_writes_checkpoints_class_map_and_results(trained_run):
     assert (trained_run / "checkpoints" / "best.ckpt").is_file()
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     assert (trained_run / ".hydra" / "config.yaml").is_file()
-    assert read_json(trained_run / "class_map.json")["classes"] == [f"action_{i:02d}" for i in range(8)]
+    assert read_json(trained_run / "class_map.json")["classes"] == [
+        f"action_{i:02d}" for i in range(8)
+    ]
     metrics = read_json(trained_run / "results" / "test_metrics.json")
     assert METRIC_KEYS <= set(metrics)
     assert metrics["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7]

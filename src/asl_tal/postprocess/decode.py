@@ -52,9 +52,7 @@ class Detections:
         return self.scores.shape[0]
 
     def to(self, device: torch.device | str) -> Detections:
-        return Detections(
-            self.segments.to(device), self.scores.to(device), self.labels.to(device)
-        )
+        return Detections(self.segments.to(device), self.scores.to(device), self.labels.to(device))
 
 
 def _level_sizes(points: torch.Tensor) -> list[int]:
