@@ -4,9 +4,9 @@ Each (setting, seed) is one ordinary ``python -m asl_tal.train`` run in its own 
 directory; the table reads their ``results/test_metrics.json``. Runs whose metrics already
 exist are not repeated, so an interrupted ablation continues where it stopped.
 
-    python scripts/ablation.py --out outputs/ablation --seeds 0 1 2 \\
-        --setting asl= \\
-        --setting "baseline=model.sensitivity.class_level=false model.sensitivity.instance_level=false model.ascl.weight=0"
+    python scripts/ablation.py --out outputs/ablation --seeds 0 1 2 --setting asl= \\
+        --setting "baseline=model.sensitivity.class_level=false \\
+                   model.sensitivity.instance_level=false model.ascl.weight=0"
 
 Prints a JSON summary (per setting: per-seed values, mean, std) and writes it to
 ``<out>/summary.json``.

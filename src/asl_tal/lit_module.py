@@ -205,10 +205,11 @@ class ASLLitModule(L.LightningModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         detections = self._detect(batch)
         self._update_metrics("test", batch, detections)
-        self.detections.extend(zip(batch.video_ids, (d.to("cpu") for d in detections)))
+        self.detections.extend(zip(batch.video_ids, [d.to("cpu") for d in detections], strict=True))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[str, Detections]]:
-        return list(zip(batch.video_ids, (d.to("cpu") for d in self._detect(batch))))
+        detections = [d.to("cpu") for d in self._detect(batch)]
+        return list(zip(batch.video_ids, detections, strict=True))
 
     def _log_metrics(self, stage: str) -> dict:
         result = self.metrics[stage].compute()
@@ -221,7 +222,9 @@ class ASLLitModule(L.LightningModule):
             recall = self.recalls[stage].compute()
             self.recalls[stage].reset()
             for key, values in recall.items():
-                for thr, value in zip(self.evaluation["recall_tiou_thresholds"], values):
+                for thr, value in zip(
+                    self.evaluation["recall_tiou_thresholds"], values, strict=True
+                ):
                     self.log(f"{stage}/{key}@{thr:g}", value, sync_dist=False)
             result["recall"] = recall
         self.last_results = {**getattr(self, "last_results", {}), stage: result}
