@@ -49,7 +49,7 @@ class ASLLitModule(L.LightningModule):
         class_counts: training instances per class (class-bias prior), or None.
         num_model_classes: classes the network predicts (1 for class-agnostic training).
         skip_nonfinite: skip a step with a non-finite loss (counted) instead of stopping.
-        seed: the run's seed (drop-path noise is re-seeded from it every epoch).
+        seed: the run's seed (the training noise is re-seeded from it at every step).
     """
 
     def __init__(
@@ -132,11 +132,10 @@ class ASLLitModule(L.LightningModule):
         """The weights used for validation, test and prediction (EMA when enabled)."""
         return self.ema.module if self.ema is not None else self.detector
 
-    def on_train_epoch_start(self) -> None:
-        # drop-path noise depends only on (seed, epoch): a resumed run repeats it exactly
-        torch.manual_seed(self.hparams.seed * 100_003 + self.current_epoch)
-
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        # drop-path and ASCL's background draws depend only on (seed, step): a run resumed
+        # from a checkpoint repeats the uninterrupted one exactly
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
         losses = self.detector.losses(batch)
         loss = losses["loss"]
         if not torch.isfinite(loss):
