@@ -171,14 +171,12 @@ class ASLLitModule(L.LightningModule):
     # ----------------------------------------------------------------------------------
     # evaluation
     def _video_scores(self, batch: Batch) -> torch.Tensor | None:
+        """``(B, C)`` external class scores in the class-agnostic variant, else None."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        scores_of = getattr(datamodule, "video_scores", None)
-        if scores_of is None or not self.postprocess_cfg.class_agnostic:
+        if self.num_model_classes != 1 or not getattr(datamodule, "class_agnostic", False):
             return None
-        if getattr(datamodule, "ext_score_file", None) is None:
-            return None
-        rows = [torch.as_tensor(scores_of(vid), dtype=torch.float32) for vid in batch.video_ids]
-        return torch.stack(rows).to(self.device)
+        rows = [torch.as_tensor(datamodule.video_scores(v)) for v in batch.video_ids]
+        return torch.stack(rows).float().to(self.device)
 
     def _detect(self, batch: Batch) -> list[Detections]:
         return self.eval_detector.detect(batch, self.postprocess_cfg, self._video_scores(batch))

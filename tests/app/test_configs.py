@@ -122,3 +122,17 @@ def test_entry_configs_compose(name, overrides):
         cfg = compose(name, overrides=overrides)
     assert cfg.task_name == name
     assert not cfg.logger
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "debug").glob("*.yaml")))
+def test_debug_config_composes(name):
+    cfg = compose_train([f"debug={name}"])
+    assert cfg.dataset.name == "synthetic"
+
+
+def test_optuna_search_space_covers_l1_to_l4_and_lr():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert {"model.l1", "model.l2", "model.l3", "model.l4", "optimizer.lr"} <= set(params)
+    assert cfg.optimized_metric == "val/average_mAP"

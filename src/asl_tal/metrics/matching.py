@@ -276,32 +276,30 @@ def ranked_true_positives(
     pred_labels: np.ndarray,
     num_classes: int,
     thresholds: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The matching of :func:`detection_ap`, exposed for precision-recall curves.
 
     Arguments as :func:`detection_ap`; predictions it ignores (labels outside the classes
     or without GT) are dropped.
 
     Returns:
-        ``tp (T, N)`` bool, ``labels (N,)``, ``scores (N,)`` of the kept predictions in
-        ranking order (class ascending, score descending), and ``num_pos (C,)``.
+        ``tp (T, N)`` bool and ``index (N,)``, the kept predictions' positions in the inputs,
+        both in ranking order (class ascending, score descending); and ``num_pos (C,)``.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     num_pos = np.bincount(gt.labels, minlength=num_classes)[:num_classes]
     scored = (pred_labels >= 0) & (pred_labels < num_classes)
     scored[scored] = num_pos[pred_labels[scored]] > 0
-    order = ranking_order(pred_labels[scored], pred_scores[scored])
-    video = pred_video[scored][order]
-    segments = pred_segments[scored][order]
-    scores = pred_scores[scored][order]
-    labels = pred_labels[scored][order]
+    index = np.flatnonzero(scored)
+    index = index[ranking_order(pred_labels[index], pred_scores[index])]
+    video, segments, labels = pred_video[index], pred_segments[index], pred_labels[index]
     pred_keys = np.where(video >= 0, video * num_classes + labels, -1)
     pair_pred, pair_gt = group_pairs(pred_keys, gt.video_idx * num_classes + gt.labels)
     tiou = segment_tiou(segments[pair_pred], gt.segments[pair_gt])
     tp = greedy_match(
         pair_pred, pair_gt, tiou, pred_keys, len(pred_keys), len(gt.labels), thresholds
     )
-    return tp, labels, scores, num_pos
+    return tp, index, num_pos
 
 
 def precision_recall_curve(
@@ -323,9 +321,10 @@ def precision_recall_curve(
         ``precision (T, N)``, ``recall (T, N)`` and the ``scores (N,)`` (descending) they
         are read at; ``N`` may be 0.
     """
-    tp, labels, scores, num_pos = ranked_true_positives(
+    tp, index, num_pos = ranked_true_positives(
         gt, pred_video, pred_segments, pred_scores, pred_labels, num_classes, thresholds
     )
+    labels, scores = pred_labels[index], pred_scores[index]
     if label is None:
         keep = np.argsort(-scores, kind="stable")
         total = num_pos.sum()

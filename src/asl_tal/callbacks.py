@@ -1,0 +1,191 @@
+"""Lightning callbacks of asl-tal.
+
+:class:`VisualizationCallback` renders, every few validation epochs, what the model learned
+(:mod:`asl_tal.viz`) and logs it: to W&B as images and a per-class AP table when a
+``WandbLogger`` is active, else as PNG files under ``<run dir>/plots/epoch_XXX/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from matplotlib.figure import Figure
+
+from asl_tal import viz
+from asl_tal.metrics.matching import precision_recall_curve
+
+
+class VisualizationCallback(Callback):
+    """Sensitivity curves, a detection timeline, PR curves and per-class AP every N epochs.
+
+    At the end of every ``every_n_epochs``-th validation epoch (not the sanity check):
+
+    * on every rank, the validation metric's predictions are gathered (the metric's own
+      ``sync``, before the LightningModule computes and resets it);
+    * on rank 0 only, the first validation batch goes through the EMA detector:
+      ``sensitivity_maps`` for the ``num_instances`` longest GT instances (with the
+      synthetic benchmark's sub-phases when the annotation file records them) and
+      ``detect`` for a timeline of each of its first ``num_videos`` videos; the gathered
+      predictions give PR curves per tIoU threshold (all classes pooled, or class
+      ``pr_class``); the metric's last result gives the per-class AP bars.
+
+    Args:
+        every_n_epochs: render at epochs ``N-1, 2N-1, ...`` (0-based).
+        num_instances: GT instances with a sensitivity plot.
+        num_videos: videos with a timeline.
+        top_k: detections per timeline.
+        tiou_thresh: tIoU at which a timeline counts a detection correct.
+        pr_class: class id of the PR curves; None pools all classes (micro).
+        dpi: resolution of the images.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 5,
+        num_instances: int = 2,
+        num_videos: int = 1,
+        top_k: int = 20,
+        tiou_thresh: float = 0.5,
+        pr_class: int | None = None,
+        dpi: int = 100,
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(
+                f"VisualizationCallback: every_n_epochs must be >= 1, got {every_n_epochs}"
+            )
+        self.every_n_epochs = every_n_epochs
+        self.num_instances = num_instances
+        self.num_videos = num_videos
+        self.top_k = top_k
+        self.tiou_thresh = tiou_thresh
+        self.pr_class = pr_class
+        self.dpi = dpi
+        self._predictions: tuple[np.ndarray, ...] | None = None
+        self._phase_table: dict[str, list[dict]] | None = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return (
+            not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before the module's hook, which computes and resets the metric.
+        self._predictions = None
+        metric = getattr(pl_module, "metrics", {}).get("val")
+        if metric is None or not self._due(trainer):
+            return
+        with metric.sync_context(should_unsync=True):
+            self._predictions = metric.predictions()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._due(trainer) or not trainer.is_global_zero:
+            return
+        figures, per_class = self.render(trainer, pl_module)
+        self._predictions = None
+        self.log_figures(trainer, figures, per_class)
+
+    # ----------------------------------------------------------------------------------
+    def _first_val_batch(self, trainer: L.Trainer):
+        loaders = trainer.val_dataloaders
+        if isinstance(loaders, list | tuple):
+            loaders = loaders[0]
+        return next(iter(loaders))
+
+    def _phases(self, datamodule) -> dict[str, list[dict]]:
+        if self._phase_table is None:
+            path = getattr(datamodule, "json_path", None)
+            self._phase_table = viz.load_phases(path) if path is not None else {}
+        return self._phase_table
+
+    @torch.no_grad()
+    def render(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> tuple[dict[str, Figure], list[tuple[str, float]]]:
+        """The figures (by name) and the per-class average AP rows ``(class, AP)``."""
+        figures: dict[str, Figure] = {}
+        names = list(pl_module.class_names)
+        datamodule = getattr(trainer, "datamodule", None)
+        batch = self._first_val_batch(trainer).to(pl_module.device)
+        detector = pl_module.eval_detector
+
+        records = detector.sensitivity_maps(batch)
+        longest = sorted(range(len(records)), key=lambda i: -len(records[i]["frames"]))
+        phase_table = self._phases(datamodule) if datamodule is not None else {}
+        for rank, i in enumerate(longest[: self.num_instances]):
+            record = records[i]
+            meta = batch.meta[record["video"]]
+            phases = viz.match_phases(record, meta, phase_table, names) if phase_table else None
+            figures[f"sensitivity_{rank}"] = viz.plot_sensitivity(
+                record, phases, meta, names[record["label"]]
+            )
+
+        if datamodule is not None and self.num_videos > 0:
+            gt = datamodule.annotations("val")
+            detections = detector.detect(batch, pl_module.postprocess_cfg)
+            for k, (meta, dets) in enumerate(zip(batch.meta, detections, strict=True)):
+                if k >= self.num_videos:
+                    break
+                figures[f"timeline_{k}"] = viz.plot_timeline(
+                    gt[meta.video_id], dets, names, self.top_k, self.tiou_thresh
+                )
+
+        thresholds = [float(t) for t in pl_module.evaluation["tiou_thresholds"]]
+        metric = getattr(pl_module, "metrics", {}).get("val")
+        if metric is not None and self._predictions is not None:
+            precision, recall, _ = precision_recall_curve(
+                metric.gt,
+                *self._predictions,
+                metric.num_classes,
+                np.array(thresholds),
+                self.pr_class,
+            )
+            title = "all classes (micro)" if self.pr_class is None else names[self.pr_class]
+            figures["pr_curves"] = viz.plot_pr_curves(precision, recall, thresholds, title)
+
+        per_class: list[tuple[str, float]] = []
+        result = getattr(pl_module, "last_results", {}).get("val")
+        if result is not None:
+            ap = result["per_class_AP"].double().cpu().numpy()
+            figures["per_class_ap"] = viz.plot_per_class_ap(ap, names, thresholds)
+            per_class = [
+                (name, float(value))
+                for name, value in zip(names, ap.mean(axis=0), strict=True)
+                if not math.isnan(value)
+            ]
+        return figures, per_class
+
+    def log_figures(
+        self,
+        trainer: L.Trainer,
+        figures: dict[str, Figure],
+        per_class: list[tuple[str, float]],
+    ) -> None:
+        """To every W&B logger, or (none active) as PNG + CSV under ``plots/epoch_XXX``."""
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        step = trainer.global_step
+        for logger in wandb_loggers:
+            for name, fig in figures.items():
+                logger.log_image(f"viz/{name}", [viz.figure_to_array(fig, self.dpi)], step=step)
+            if per_class:
+                logger.log_table(
+                    "viz/per_class_AP",
+                    columns=["class", "average AP"],
+                    data=[list(row) for row in per_class],
+                    step=step,
+                )
+        if wandb_loggers:
+            return
+        out = Path(trainer.default_root_dir) / "plots" / f"epoch_{trainer.current_epoch:03d}"
+        for name, fig in figures.items():
+            viz.figure_to_png(fig, out / f"{name}.png", self.dpi)
+        if per_class:
+            with (out / "per_class_ap.csv").open("w", newline="") as f:
+                csv.writer(f).writerows([("class", "average_AP"), *per_class])

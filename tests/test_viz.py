@@ -1,0 +1,414 @@
+"""Figures of ``asl_tal.viz`` and the ``VisualizationCallback``.
+
+A tiny model is trained once through the real entry point (with the callback rendering every
+epoch); the plots are then checked for what they claim to show, against values worked out
+by hand or straight from the definitions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from matplotlib.colors import to_rgba
+
+from asl_tal import viz
+from asl_tal.app import build_datamodule, load_checkpoint
+from asl_tal.callbacks import VisualizationCallback
+from asl_tal.data.annotations import VideoAnnotation
+from asl_tal.postprocess.decode import Detections
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+EPOCHS = 3  # debug=tiny: 2 epochs + 1 warm-up
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_overrides(data_dir: Path) -> list[str]:
+    return ["debug=tiny", f"paths.data_dir={data_dir}", "trainer.accelerator=cpu"]
+
+
+@pytest.fixture(scope="session")
+def viz_run(tmp_path_factory) -> tuple[Path, Path]:
+    """``(data_dir, run_dir)`` of a tiny run whose callback renders every epoch."""
+    data_dir = tmp_path_factory.mktemp("viz_data")
+    run_dir = tmp_path_factory.mktemp("viz_run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asl_tal.train",
+            *tiny_overrides(data_dir),
+            f"hydra.run.dir={run_dir}",
+            "trainer.deterministic=true",
+            "callbacks.visualization.every_n_epochs=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return data_dir, run_dir
+
+
+@pytest.fixture(scope="session")
+def trained(viz_run):
+    """``(module, datamodule, first validation batch)`` of the tiny run's best checkpoint."""
+    data_dir, run_dir = viz_run
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=tiny_overrides(data_dir))
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    module = load_checkpoint(run_dir / "checkpoints" / "best.ckpt").eval()
+    datamodule.pad_multiple = module.detector.required_multiple
+    batch = next(iter(datamodule.val_dataloader()))
+    return module, datamodule, batch
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    image = mpimg.imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    assert image[..., :3].std() > 0.01, f"{path} is blank"
+
+
+def lines_by_gid(fig) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_gid():
+                out.setdefault(line.get_gid(), []).append(line)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# callback
+def test_callback_writes_pngs_each_epoch_of_csv_run(viz_run):
+    _, run_dir = viz_run
+    expected = {
+        "sensitivity_0.png",
+        "sensitivity_1.png",
+        "timeline_0.png",
+        "pr_curves.png",
+        "per_class_ap.png",
+        "per_class_ap.csv",
+    }
+    for epoch in range(EPOCHS):
+        folder = run_dir / "plots" / f"epoch_{epoch:03d}"
+        assert {p.name for p in folder.iterdir()} == expected
+        for name in expected - {"per_class_ap.csv"}:
+            assert_png(folder / name)
+
+
+def test_callback_ap_table_matches_logged_average_map(viz_run):
+    """The mean of the per-class AP file equals the ``val/average_mAP`` the module logged."""
+    _, run_dir = viz_run
+    with (run_dir / "csv" / "version_0" / "metrics.csv").open() as f:
+        logged = {
+            int(row["epoch"]): float(row["val/average_mAP"])
+            for row in csv.DictReader(f)
+            if row.get("val/average_mAP")
+        }
+    for epoch in range(EPOCHS):
+        with (run_dir / "plots" / f"epoch_{epoch:03d}" / "per_class_ap.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert rows, "no class with GT"
+        mean = np.mean([float(r["average_AP"]) for r in rows])
+        assert mean == pytest.approx(logged[epoch], abs=1e-6)
+
+
+def test_callback_without_logger_in_validate(trained, tmp_path):
+    module, datamodule, _ = trained
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=2)],
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    folder = tmp_path / "plots" / "epoch_000"
+    names = {p.name for p in folder.iterdir()}
+    assert {"sensitivity_0.png", "timeline_0.png", "timeline_1.png", "pr_curves.png"} <= names
+    assert "sensitivity_1.png" not in names
+
+
+def test_callback_rejects_bad_period():
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        VisualizationCallback(every_n_epochs=0)
+
+
+# --------------------------------------------------------------------------------------
+# sensitivity
+def longest_record(module, batch):
+    records = module.eval_detector.sensitivity_maps(batch)
+    return max(records, key=lambda r: len(r["frames"]))
+
+
+def test_sensitivity_plot_of_trained_model(trained, tmp_path):
+    module, datamodule, batch = trained
+    record = longest_record(module, batch)
+    meta = batch.meta[record["video"]]
+    names = list(module.class_names)
+    phases = viz.match_phases(record, meta, viz.load_phases(datamodule.json_path), names)
+    assert phases is not None
+    start_s, end_s = meta.grid_to_seconds(np.asarray(record["segment"], dtype=np.float64))
+    # the generator's phases tile the instance
+    assert phases["start"][0] == pytest.approx(start_s) and phases["end"][1] == pytest.approx(end_s)
+    assert phases["start"][1] == phases["core"][0] and phases["core"][1] == phases["end"][0]
+
+    fig = viz.plot_sensitivity(record, phases, meta, names[record["label"]])
+    assert_png(viz.figure_to_png(fig, tmp_path / "sensitivity.png"))
+    lines = lines_by_gid(fig)
+    curves = {"p_cls", "q_cls", "h_cls", "p_loc", "q_loc", "h_loc"}
+    assert set(lines) == curves | {"g_cls", "g_L", "g_R"}
+    assert all(len(v) == 1 for v in lines.values())
+
+    seconds = meta.grid_to_seconds(record["frames"].astype(np.float64))
+    for name in curves:
+        x, y = lines[name][0].get_data()
+        np.testing.assert_allclose(x, seconds)
+        np.testing.assert_allclose(y, record[name], rtol=1e-6)
+    for ax in fig.axes:
+        assert ax.get_xlim() == pytest.approx((start_s, end_s))
+        assert seconds.min() >= start_s and seconds.max() <= end_s
+        spans = {}
+        for patch in ax.patches:
+            x = patch.get_patch_transform().transform(patch.get_path().vertices)[:, 0]
+            spans[patch.get_gid()] = (x.min(), x.max())
+        assert set(spans) == set(phases)
+        for phase, extent in phases.items():
+            assert spans[phase] == pytest.approx(extent)
+
+    # g(x; mu, sigma) with x = (m - t) / L on level 0, straight from the definition
+    a, b = record["segment"]
+    params = record["gaussians"]
+    for gid, part in (("g_cls", "cls"), ("g_L", "L"), ("g_R", "R")):
+        x_s, y = lines[gid][0].get_data()
+        t = meta.seconds_to_grid(np.asarray(x_s))
+        x = ((a + b) / 2 - t) / (b - a)
+        mu, sigma = params[f"mu_{part}"], params[f"sigma_{part}"]
+        np.testing.assert_allclose(y, np.exp(-((x - mu) ** 2) / (2 * sigma**2)), rtol=1e-5)
+
+
+def test_sensitivity_plot_draws_only_present_curves():
+    record = {
+        "video": 0,
+        "segment": np.array([2.0, 12.0]),
+        "label": 3,
+        "frames": np.arange(2, 12),
+        "p_cls": np.linspace(0.2, 1.0, 10),
+        "p_loc": np.linspace(1.0, 0.2, 10),
+        "q_cls": None,
+        "q_loc": None,
+        "h_cls": np.linspace(0.2, 1.0, 10),
+        "h_loc": np.linspace(1.0, 0.2, 10),
+        "gaussians": {},
+    }
+    fig = viz.plot_sensitivity(record)
+    lines = lines_by_gid(fig)
+    assert sorted(lines) == ["h_cls", "h_loc", "p_cls", "p_loc"]
+    assert fig.axes[0].get_xlim() == (2.0, 12.0)
+    assert "class 3" in fig.get_suptitle()
+
+
+def test_phase_means_and_average_by_hand():
+    class Meta:  # grid = seconds - 0.5, as the synthetic benchmark
+        @staticmethod
+        def grid_to_seconds(g):
+            return g + 0.5
+
+    record = {
+        "frames": np.arange(0, 6),  # centres 0.5 .. 5.5 s
+        "h_cls": np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        "q_cls": None,
+    }
+    phases = {"start": (0.0, 2.0), "core": (2.0, 5.0), "end": (5.0, 6.0)}
+    means = viz.phase_means(record, phases, Meta())
+    assert means == {"h_cls": {"start": 1.5, "core": 4.0, "end": 6.0}}
+    short = viz.phase_means(record, {"start": (0, 1), "core": (1, 6), "end": (6, 6)}, Meta())
+    assert np.isnan(short["h_cls"]["end"])
+    avg = viz.sensitivity_by_phase([means, short])
+    assert avg["h_cls"] == pytest.approx({"start": 1.25, "core": 4.0, "end": 6.0})
+    assert avg["count"] == {"start": 2, "core": 2, "end": 1}
+
+
+def test_load_phases_names_file_and_video(tmp_path):
+    path = tmp_path / "ann.json"
+    entry = {"label": "a", "segment": [0, 4], "phases": {"start": [0, 1], "core": [1, 3]}}
+    path.write_text(json.dumps({"database": {"vid7": {"annotations": [entry]}}}))
+    with pytest.raises(ValueError, match=r"ann\.json.*vid7"):
+        viz.load_phases(path)
+
+
+# --------------------------------------------------------------------------------------
+# timeline
+def test_timeline_of_trained_model_has_one_bar_per_gt(trained, tmp_path):
+    module, datamodule, batch = trained
+    detections = module.eval_detector.detect(batch, module.postprocess_cfg)
+    gt_all = datamodule.annotations("val")
+    for meta, dets in zip(batch.meta, detections, strict=True):
+        gt = gt_all[meta.video_id]
+        fig = viz.plot_timeline(gt, dets, module.class_names, top_k=7)
+        ax_gt, ax_det = fig.axes
+        bars = [p for p in ax_gt.patches if p.get_gid() == "gt"]
+        assert len(bars) == len(ax_gt.patches) == len(gt.labels)
+        drawn = sorted((p.get_x(), p.get_x() + p.get_width()) for p in bars)
+        np.testing.assert_allclose(drawn, sorted(map(tuple, gt.segments)))
+        assert len(ax_det.patches) == min(7, len(dets))
+    assert_png(viz.figure_to_png(fig, tmp_path / "timeline.png"))
+
+
+def test_timeline_colours_by_hand():
+    gt = VideoAnnotation(
+        video_id="v",
+        subset="test",
+        duration=100.0,
+        fps=1.0,
+        segments=np.array([[10.0, 20.0], [30.0, 40.0]]),
+        labels=np.array([0, 1]),
+    )
+    dets = Detections(
+        segments=torch.tensor([[50.0, 60.0], [11.0, 20.0], [30.0, 34.0], [10.0, 20.0]]),
+        scores=torch.tensor([0.6, 0.8, 0.7, 0.9]),
+        labels=torch.tensor([2, 0, 1, 0]),
+    )
+    # by score: [10,20] c0 takes GT 0 (tIoU 1); [11,20] c0 finds it taken (tIoU 0.9);
+    # [30,34] c1 has tIoU 4/10 < 0.5; [50,60] c2 has no GT of its class.
+    status, best = viz.match_status(gt, dets, 0.5)
+    assert status.tolist() == ["miss", "duplicate", "miss", "match"]
+    np.testing.assert_allclose(best, [0.0, 0.9, 0.4, 1.0])
+
+    fig = viz.plot_timeline(gt, dets, ["a", "b", "c"], top_k=3, tiou_thresh=0.5)
+    ax_det = fig.axes[1]
+    assert len(ax_det.patches) == 3  # top 3 by score, best on top
+    colours = [p.get_facecolor() for p in ax_det.patches]
+    expected = [("tab:green", 1.0), ("tab:orange", 0.9), ("tab:red", 0.4)]
+    for got, (name, tiou) in zip(colours, expected, strict=True):
+        assert got == pytest.approx(to_rgba(name, 0.35 + 0.65 * tiou))
+    labels = [t.get_text() for t in ax_det.get_yticklabels()]
+    assert labels == ["a  0.90  tIoU 1.00", "a  0.80  tIoU 0.90", "b  0.70  tIoU 0.40"]
+
+
+# --------------------------------------------------------------------------------------
+# PR curves and AP bars
+def hand_case():
+    def ann(vid, segs, labels):
+        return VideoAnnotation(vid, "test", 50.0, 1.0, np.array(segs, float), np.array(labels))
+
+    gt = {"A": ann("A", [[0, 10], [20, 30]], [0, 0]), "B": ann("B", [[0, 10]], [1])}
+    dets = {
+        "A": Detections(
+            torch.tensor([[0.0, 10.0], [0.0, 9.0], [20.0, 30.0]]),
+            torch.tensor([0.9, 0.8, 0.7]),
+            torch.tensor([0, 0, 1]),
+        ),
+        "B": Detections(torch.tensor([[0.0, 6.0]]), torch.tensor([0.6]), torch.tensor([1])),
+        "elsewhere": Detections(torch.tensor([[0.0, 5.0]]), torch.tensor([0.1]), torch.tensor([1])),
+    }
+    return gt, dets
+
+
+def test_pr_curves_by_hand(tmp_path):
+    gt, dets = hand_case()
+    precision, recall, scores = viz.pr_curves(gt, dets, 2, [0.5, 0.7])
+    # ranked 0.9 TP, 0.8 duplicate, 0.7 wrong video, 0.6 tIoU 0.6, 0.1 video outside the GT
+    np.testing.assert_allclose(scores, [0.9, 0.8, 0.7, 0.6, 0.1])
+    np.testing.assert_allclose(recall[0], [1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(precision[0], [1, 1 / 2, 1 / 3, 2 / 4, 2 / 5])
+    np.testing.assert_allclose(recall[1], [1 / 3] * 5)
+    np.testing.assert_allclose(precision[1], [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+
+    p1, r1, _ = viz.pr_curves(gt, dets, 2, [0.5], label=1)
+    np.testing.assert_allclose(r1[0], [0, 1, 1])
+    np.testing.assert_allclose(p1[0], [0, 1 / 2, 1 / 3])
+
+    fig = viz.plot_pr_curves(precision, recall, [0.5, 0.7])
+    lines = lines_by_gid(fig)
+    assert sorted(lines) == ["tiou=0.5", "tiou=0.7"]
+    assert lines["tiou=0.5"][0].get_xdata()[-1] == pytest.approx(2 / 3)
+    assert lines["tiou=0.7"][0].get_xdata()[-1] == pytest.approx(1 / 3)
+    assert_png(viz.figure_to_png(fig, tmp_path / "pr.png"))
+
+
+def test_plot_pr_curves_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="thresholds"):
+        viz.plot_pr_curves(np.zeros((2, 3)), np.zeros((2, 3)), [0.5])
+
+
+def test_pr_curves_of_trained_model(trained, tmp_path):
+    module, datamodule, batch = trained
+    detections = module.eval_detector.detect(batch, module.postprocess_cfg)
+    gt = {m.video_id: datamodule.annotations("val")[m.video_id] for m in batch.meta}
+    precision, recall, scores = viz.pr_curves(
+        gt, dict(zip(batch.video_ids, detections, strict=True)), 8, [0.3, 0.7]
+    )
+    # the protocol ignores predictions of classes without GT in the subset
+    gt_classes = torch.from_numpy(np.concatenate([v.labels for v in gt.values()]))
+    assert len(scores) == sum(int(torch.isin(d.labels, gt_classes).sum()) for d in detections)
+    assert len(scores) > 0
+    assert (np.diff(scores) <= 0).all() and (np.diff(recall, axis=1) >= 0).all()
+    assert (recall[1] <= recall[0]).all() and recall.max() <= 1.0
+    assert_png(
+        viz.figure_to_png(viz.plot_pr_curves(precision, recall, [0.3, 0.7]), tmp_path / "p.png")
+    )
+
+
+def test_per_class_ap_bars_by_hand(tmp_path):
+    ap = np.array([[0.5, np.nan, 0.2, 1.0], [0.3, np.nan, 0.0, 0.8]])
+    fig = viz.plot_per_class_ap(torch.from_numpy(ap), ["a", "b", "c", "d"], [0.5, 0.7])
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_gid() == "ap"]
+    assert [p.get_height() for p in bars] == pytest.approx([0.4, 0.1, 0.9])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "c", "d"]
+    (mean_line,) = [line for line in ax.get_lines() if "mean" in line.get_label()]
+    assert mean_line.get_ydata()[0] == pytest.approx((0.4 + 0.1 + 0.9) / 3)
+    assert_png(viz.figure_to_png(fig, tmp_path / "ap.png"))
+    with pytest.raises(ValueError, match="names"):
+        viz.plot_per_class_ap(ap, ["a"], [0.5, 0.7])
+
+
+def test_figure_to_array_size_and_content():
+    fig = viz.plot_per_class_ap(np.array([0.5, 0.25]), ["a", "b"], [0.5])
+    width, height = fig.get_size_inches()
+    image = viz.figure_to_array(fig, dpi=50)
+    assert image.dtype == np.uint8 and image.shape == (round(height * 50), round(width * 50), 3)
+    assert image.min() < 100 and image.max() == 255  # dark bars / text on a white page
+
+
+@pytest.mark.slow
+def test_callback_logs_images_and_table_to_wandb(trained, tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    module, datamodule, _ = trained
+    logger = WandbLogger(project="asl-tal-test", save_dir=str(tmp_path), offline=True)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[VisualizationCallback(every_n_epochs=1)],
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    logger.experiment.finish()
+    assert not (tmp_path / "plots").exists()
+    images = {p.name.split("_")[0] for p in tmp_path.glob("wandb/*/files/media/images/viz/*.png")}
+    assert images == {"sensitivity", "timeline", "pr", "per"}
+    assert list(tmp_path.glob("wandb/*/files/media/table/viz/per_class_AP*.table.json"))
