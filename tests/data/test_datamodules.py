@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.batch import Batch
@@ -17,6 +20,18 @@ from asl_tal.data.datamodules import (
     SyntheticDataModule,
     Thumos14DataModule,
 )
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def dataset_config(name: str, **overrides) -> dict:
+    """The ``dataset`` node of ``conf/dataset/<name>.yaml``, without the keys the app uses."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"dataset={name}"])
+    node = OmegaConf.to_container(cfg.dataset, resolve=True)
+    for key in ("_target_", "name"):
+        node.pop(key)
+    return {**node, **overrides}
 
 
 @pytest.fixture
@@ -92,7 +107,7 @@ def test_num_classes_mismatch(tiny):
 
 
 def test_missing_dataset_is_one_readable_error(tmp_path):
-    dm = Thumos14DataModule(root=str(tmp_path / "nowhere"))
+    dm = Thumos14DataModule(**dataset_config("thumos14", root=str(tmp_path / "nowhere")))
     with pytest.raises(DatasetNotFoundError) as err:
         _ = dm.class_map
     message = str(err.value)
@@ -102,7 +117,7 @@ def test_missing_dataset_is_one_readable_error(tmp_path):
     assert str(tmp_path / "nowhere" / "i3d_features") in message
     assert "ActionFormer" in message
     with pytest.raises(DatasetNotFoundError, match=r"convert_multithumos\.py"):
-        _ = MultiThumosDataModule(root=str(tmp_path)).class_map
+        _ = MultiThumosDataModule(**dataset_config("multithumos", root=str(tmp_path))).class_map
 
 
 def test_missing_feature_folder_only(tiny):
@@ -164,7 +179,8 @@ def test_video_scores_follow_class_map_order(tiny):
 
 
 def test_activitynet_defaults_need_one_class_when_agnostic(tmp_path):
-    dm = ActivityNetDataModule(root=str(tmp_path), ext_score_file="s.json")
+    config = dataset_config("anet_i3d", root=str(tmp_path), ext_score_file="s.json")
+    dm = ActivityNetDataModule(**config)
     assert dm.class_agnostic
     assert dm.sample_config.fixed_length == 192 and dm.sample_config.crops
 
@@ -180,7 +196,8 @@ def test_synthetic_calls_generator(tmp_path, monkeypatch, tiny_dataset, entry):
         return root
 
     monkeypatch.setattr(synthetic, "ensure_synthetic", fake)
-    dm = SyntheticDataModule(root=str(tmp_path / "dataset"), num_classes=1, generator={"videos": 3})
+    config = dataset_config("synthetic", root=str(tmp_path / "dataset"), num_classes=1)
+    dm = SyntheticDataModule(**{**config, "generator": {"videos": 3}})
     dm.prepare_data()
     assert dm.class_map.names == ("a",)
     assert calls[0] == (tmp_path / "dataset", 0, {"videos": 3})
@@ -189,7 +206,8 @@ def test_synthetic_calls_generator(tmp_path, monkeypatch, tiny_dataset, entry):
 
 def test_synthetic_end_to_end_with_the_real_generator(tmp_path):
     generator = {"num_videos": 12, "min_length": 40, "max_length": 80, "max_action": 30}
-    dm = SyntheticDataModule(root=str(tmp_path / "syn"), generator=generator, pad_multiple=32)
+    config = dataset_config("synthetic", root=str(tmp_path / "syn"), pad_multiple=32)
+    dm = SyntheticDataModule(**{**config, "generator": generator})
     dm.prepare_data()
     assert dm.class_map.num_classes == 8
     assert dm.train_class_counts.shape == (8,) and dm.train_class_counts.sum() > 0

@@ -1,8 +1,8 @@
 """Lightning DataModules: one base reading the on-disk format, one thin subclass per benchmark.
 
-Every constructor keyword comes straight from the Hydra ``dataset`` config; a subclass only
-supplies defaults (``defaults``), a default root under ``data/<name>`` and the hint of how
-to obtain the data (``how_to_get``).
+Every constructor keyword comes straight from the Hydra ``dataset`` config
+(``conf/dataset/*.yaml`` holds each benchmark's values); a subclass only names its benchmark
+and says how to obtain the data (``how_to_get``).
 """
 
 from __future__ import annotations
@@ -109,14 +109,13 @@ class TALDataModule(L.LightningDataModule):
     """
 
     name: ClassVar[str] = "custom"
-    defaults: ClassVar[dict[str, Any]] = {}
     how_to_get: ClassVar[str] = (
         "write the annotation JSON and feature files in the layout of DATASETS.md §2"
     )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        self.cfg = DataConfig(**{**self.defaults, **kwargs})
+        self.cfg = DataConfig(**kwargs)
         self.pad_multiple = int(self.cfg.pad_multiple)
         self._subset_cache: dict[tuple[str, bool], dict[str, VideoAnnotation]] = {}
         self._datasets: dict[str, TALDataset] = {}
@@ -361,23 +360,6 @@ class Thumos14DataModule(TALDataModule):
     """THUMOS14 with ActionFormer's I3D features (train on ``validation``, test on ``test``)."""
 
     name = "thumos14"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/thumos14",
-        "json_file": "annotations/thumos14.json",
-        "feat_dir": "i3d_features",
-        "file_ext": ".npy",
-        "input_dim": 2048,
-        "num_classes": 20,
-        "train_subset": ["validation"],
-        "val_subset": ["test"],
-        "test_subset": ["test"],
-        "feat_stride": 4,
-        "feat_window": 16,
-        "max_seq_len": 1024,
-        "crop_ratio": [0.9, 1.0],
-        "trunc_thresh": 0.5,
-        "batch_size": 2,
-    }
     how_to_get = "ActionFormer's THUMOS14 data folder (annotations/ + i3d_features/) drops in as-is"
 
 
@@ -385,27 +367,6 @@ class ActivityNetDataModule(TALDataModule):
     """ActivityNet 1.3 (I3D by default; TSP through the config), resampled to 192 steps."""
 
     name = "activitynet"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/anet",
-        "json_file": "annotations/anet1.3_i3d_filtered.json",
-        "feat_dir": "i3d_features",
-        "file_prefix": "v_",
-        "file_ext": ".npy",
-        "input_dim": 2048,
-        "num_classes": 200,
-        "train_subset": ["training"],
-        "val_subset": ["validation"],
-        "test_subset": ["validation"],
-        "default_fps": 25,
-        "feat_stride": 16,
-        "feat_window": 16,
-        "fixed_length": 192,
-        "max_seq_len": 192,
-        "crop_after_resample": True,
-        "crop_ratio": [0.9, 1.0],
-        "trunc_thresh": 0.5,
-        "batch_size": 16,
-    }
     how_to_get = (
         "ActionFormer's ActivityNet 1.3 data folder (annotations/ + i3d_features/ or "
         "tsp_features/) drops in as-is"
@@ -416,26 +377,9 @@ class EpicKitchensDataModule(TALDataModule):
     """EPIC-Kitchens-100 verbs or nouns (pick the task through ``json_file``)."""
 
     name = "epic_kitchens"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/epic_kitchens",
-        "json_file": "annotations/epic_kitchens_100_verb.json",
-        "feat_dir": "features",
-        "file_ext": ".npz",
-        "input_dim": 2304,
-        "num_classes": 97,
-        "train_subset": ["training"],
-        "val_subset": ["validation"],
-        "test_subset": ["validation"],
-        "default_fps": 30,
-        "feat_stride": 16,
-        "feat_window": 32,
-        "fixed_length": 1024,
-        "max_seq_len": 1024,
-        "trunc_thresh": 0.3,
-    }
     how_to_get = (
-        "run scripts/convert_epic.py on the EPIC_100_*.csv annotations and put the SlowFast "
-        "features (.npz, key 'feats') in features/"
+        "convert the EPIC_100_*.csv annotations with scripts/convert_epic.py; the SlowFast "
+        "features are ActionFormer's (.npz, key 'feats')"
     )
 
 
@@ -443,26 +387,9 @@ class Ego4DMQDataModule(TALDataModule):
     """Ego4D Moment Queries: EgoVLP + SlowFast + Omnivore streams, concatenated."""
 
     name = "ego4d_mq"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/ego4d_mq",
-        "json_file": "annotations/ego4d_mq.json",
-        "feat_dir": ["egovlp", "slowfast", "omnivore"],
-        "file_ext": ".pt",
-        "input_dim": [256, 2304, 1536],
-        "num_classes": 110,
-        "train_subset": ["training"],
-        "val_subset": ["validation"],
-        "test_subset": ["validation"],
-        "default_fps": 30,
-        "feat_stride": 16,
-        "feat_window": 32,
-        "fixed_length": 1024,
-        "max_seq_len": 1024,
-        "trunc_thresh": 0.3,
-    }
     how_to_get = (
-        "run scripts/convert_ego4d.py on moments_{train,val}.json and put the per-clip "
-        "features in egovlp/, slowfast/, omnivore/"
+        "convert moments_{train,val}.json with scripts/convert_ego4d.py; one feature folder "
+        "per stream (EgoVLP, SlowFast, Omnivore), one file per clip"
     )
 
 
@@ -470,51 +397,14 @@ class MultiThumosDataModule(TALDataModule):
     """MultiTHUMOS (multi-label), I3D RGB, features per second, resampled to 1024."""
 
     name = "multithumos"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/multithumos",
-        "json_file": "annotations/multithumos.json",
-        "feat_dir": "i3d_rgb",
-        "file_ext": ".npy",
-        "input_dim": 1024,
-        "num_classes": 65,
-        "train_subset": ["validation"],
-        "val_subset": ["test"],
-        "test_subset": ["test"],
-        "feat_stride": None,
-        "fixed_length": 1024,
-        "max_seq_len": 1024,
-        "trunc_thresh": 0.3,
-    }
-    how_to_get = (
-        "run scripts/convert_multithumos.py on the per-class annotation files and put the "
-        "I3D RGB features in i3d_rgb/"
-    )
+    how_to_get = "convert the per-class annotation files with scripts/convert_multithumos.py"
 
 
 class CharadesDataModule(TALDataModule):
     """Charades (multi-label), I3D RGB, features per second, resampled to 512."""
 
     name = "charades"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/charades",
-        "json_file": "annotations/charades.json",
-        "feat_dir": "i3d_rgb",
-        "file_ext": ".npy",
-        "input_dim": 1024,
-        "num_classes": 157,
-        "train_subset": ["training"],
-        "val_subset": ["testing"],
-        "test_subset": ["testing"],
-        "feat_stride": None,
-        "fixed_length": 512,
-        "max_seq_len": 512,
-        "trunc_thresh": 0.3,
-        "batch_size": 32,
-    }
-    how_to_get = (
-        "run scripts/convert_charades.py on Charades_v1_{train,test}.csv and put the I3D RGB "
-        "features in i3d_rgb/"
-    )
+    how_to_get = "convert Charades_v1_{train,test}.csv with scripts/convert_charades.py"
 
 
 class SyntheticDataModule(TALDataModule):
@@ -529,24 +419,6 @@ class SyntheticDataModule(TALDataModule):
     """
 
     name = "synthetic"
-    defaults: ClassVar[dict[str, Any]] = {
-        "root": "data/synthetic",
-        "json_file": "annotations.json",
-        "feat_dir": "features",
-        "file_ext": ".npy",
-        "input_dim": 64,
-        "num_classes": 8,
-        "train_subset": ["training"],
-        "val_subset": ["validation"],
-        "test_subset": ["test"],
-        "default_fps": 1,
-        "feat_stride": 1,
-        "feat_window": 1,
-        "max_seq_len": 256,
-        "crop_ratio": [0.9, 1.0],
-        "trunc_thresh": 0.5,
-        "batch_size": 4,
-    }
     how_to_get = "it is generated by asl_tal.data.synthetic.ensure_synthetic"
 
     def __init__(self, generator: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -557,18 +429,3 @@ class SyntheticDataModule(TALDataModule):
         from asl_tal.data.synthetic import ensure_synthetic
 
         ensure_synthetic(self.root, **{"seed": 0, **self.generator})
-
-
-DATAMODULES: dict[str, type[TALDataModule]] = {
-    cls.name: cls
-    for cls in (
-        CustomDataModule,
-        Thumos14DataModule,
-        ActivityNetDataModule,
-        EpicKitchensDataModule,
-        Ego4DMQDataModule,
-        MultiThumosDataModule,
-        CharadesDataModule,
-        SyntheticDataModule,
-    )
-}
