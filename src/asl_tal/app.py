@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.data.annotations import AnnotationError
@@ -120,11 +121,17 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
-    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers."""
+    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers.
+
+    Without a logger there is no learning rate to monitor: that callback is left out.
+    """
+    loggers = build_loggers(cfg)
     callback_list = (
         [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if callbacks else []
     )
-    return instantiate(cfg.trainer, callbacks=callback_list, logger=build_loggers(cfg) or False)
+    if not loggers:
+        callback_list = [c for c in callback_list if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callback_list, logger=loggers or False)
 
 
 def load_checkpoint(

@@ -86,6 +86,8 @@ class ASLLitModule(L.LightningModule):
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.metrics: dict[str, TemporalActionDetectionMAP] = {}
         self.recalls: dict[str, RecallAtK] = {}
+        self.video_indices: dict[str, dict[str, int]] = {}
+        self.last_results: dict[str, dict] = {}
         self.detections: list[tuple[str, Detections]] = []
 
     # ----------------------------------------------------------------------------------
@@ -101,7 +103,7 @@ class ASLLitModule(L.LightningModule):
             tiou_thresholds=list(self.evaluation["tiou_thresholds"]),
         )
         self.metrics[stage] = metric.to(self.device)
-        self._video_index = dict(video_index)
+        self.video_indices[stage] = dict(video_index)
         recall_topk = list(self.evaluation.get("recall_topk") or [])
         if recall_topk:
             recall = RecallAtK(
@@ -182,7 +184,7 @@ class ASLLitModule(L.LightningModule):
         return self.eval_detector.detect(batch, self.postprocess_cfg, self._video_scores(batch))
 
     def _update_metrics(self, stage: str, batch: Batch, detections: list[Detections]) -> None:
-        index = self._video_index
+        index = self.video_indices[stage]
         video_idx = torch.cat(
             [
                 torch.full((len(d.scores),), index[vid], dtype=torch.long, device=self.device)
@@ -224,7 +226,7 @@ class ASLLitModule(L.LightningModule):
                 ):
                     self.log(f"{stage}/{key}@{thr:g}", value, sync_dist=False)
             result["recall"] = recall
-        self.last_results = {**getattr(self, "last_results", {}), stage: result}
+        self.last_results[stage] = result
         return result
 
     def on_validation_epoch_end(self) -> None:

@@ -243,3 +243,31 @@ def test_class_agnostic_training_fused_with_external_video_scores(data_dir, trai
     assert detections
     for vid, rows in detections.items():
         assert {row["label"] for row in rows} <= top2[vid]
+
+
+def test_optuna_search_runs_trials_and_reports_the_best(data_dir, tmp_path):
+    sweep = tmp_path / "optuna"
+    run_entry(
+        "train",
+        "-m",
+        "hparams_search=optuna",
+        "debug=tiny",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        "scheduler.epochs=0",
+        "logger=none",
+    )
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "model.l1" in best
+
+
+def test_fast_dev_run_needs_no_logger(data_dir, tmp_path):
+    # what debug=fast_dev_run sets, on the tiny data
+    proc = run_entry(
+        "train",
+        *tiny(data_dir, tmp_path, "trainer.fast_dev_run=true", "logger=none"),
+    )
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
