@@ -15,7 +15,7 @@ import logging
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.app import (
     build_datamodule,
@@ -44,6 +44,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.class_map.save(directory / "class_map.json")
 
     trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     value = None
     if cfg.get("optimized_metric"):
