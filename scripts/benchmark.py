@@ -324,7 +324,7 @@ class Runner:
                 for rep in range(self.warmup + max(1, self.repeats // 2)):
                     target = timer if rep >= self.warmup else SectionTimer(self.device)
                     with torch.no_grad(), autocast(self.device, self.precision):
-                        target.run("network", lambda b=batch: detector(b.feats, b.mask))
+                        target.run("network", lambda b=batch, net=detector: net(b.feats, b.mask))
                 rows[str(length)] = timer.summary()["network"]["median_s"]
             table[name] = {
                 "seconds": rows,

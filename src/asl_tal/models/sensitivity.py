@@ -10,6 +10,9 @@ cut into tiles of ``tile_len`` frames; each tile is gathered with a halo of ``l4
 on each side (``l4`` conv layers of kernel 3 see exactly ``l4`` frames either way), so all
 tiles of all spans run as one ``(tiles, d, tile_len + 2 l4)`` batch and the tile centres are
 exact. Memory grows with the frames evaluated, not with the longest GT times the GT count.
+At the positive points only the few frames holding positives are evaluated (each needs its
+``l4`` neighbours only); on every level-0 frame inside a GT (for ASCL) one dense pass serves
+all frames at least ``l4`` from a GT end, and only those ends are evaluated per GT.
 """
 
 from __future__ import annotations
@@ -191,12 +194,17 @@ class InstanceSensitivity(nn.Module):
         span_hi: torch.Tensor,
         owner: torch.Tensor | None = None,
         span_owner: torch.Tensor | None = None,
+        out_lo: torch.Tensor | None = None,
+        out_hi: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run both evaluators on ``K`` spans, each on its own masked frames.
 
         Span ``k`` covers frames ``span_lo[k] .. span_hi[k]`` (inclusive) of video
         ``span_batch[k]``; its input is masked to those frames that are ``valid`` and, when
-        ``owner`` is given, whose ``owner`` equals ``span_owner[k]``.
+        ``owner`` is given, whose ``owner`` equals ``span_owner[k]``. ``q`` is computed on
+        the frames ``out_lo[k] .. out_hi[k]`` (default: the whole span); a frame's value
+        depends on the span's frames within ``l4`` of it only, so a short output range
+        costs little whatever the span's length.
 
         Args:
             feats: ``(B, d, T)`` features.
@@ -204,14 +212,17 @@ class InstanceSensitivity(nn.Module):
             span_batch, span_lo, span_hi: ``(K,)`` int64.
             owner: ``(B, T)`` int64 or None.
             span_owner: ``(K,)`` int64 or None.
+            out_lo, out_hi: ``(K,)`` int64 output ranges, or None.
 
         Returns:
             ``q_cls``, ``q_loc``, ``member``: ``(K, W)`` where entry ``[k, j]`` is frame
-            ``span_lo[k] + j`` and ``W`` the longest span; ``member`` marks the frames that
-            were evaluated (``q`` is 0 elsewhere).
+            ``out_lo[k] + j`` and ``W`` the longest output range; ``member`` marks the frames
+            that were evaluated (``q`` is 0 elsewhere).
         """
         num_frames = feats.shape[2]
-        lengths = (span_hi - span_lo + 1).clamp(min=0)
+        if out_lo is None or out_hi is None:
+            out_lo, out_hi = span_lo, span_hi
+        lengths = (out_hi - out_lo + 1).clamp(min=0)
         longest = int(lengths.max()) if lengths.numel() else 0
         if longest == 0:
             empty = feats.new_zeros(lengths.shape[0], 0)
@@ -224,7 +235,7 @@ class InstanceSensitivity(nn.Module):
             torch.arange(len(lengths), device=feats.device), num_tiles
         )
         tile_rank = torch.arange(len(tile_span), device=feats.device) - first_tile[tile_span]
-        tile_start = span_lo[tile_span] + tile_rank * tile
+        tile_start = out_lo[tile_span] + tile_rank * tile
 
         frames = tile_start[:, None] + torch.arange(-halo, tile + halo, device=feats.device)
         batch = span_batch[tile_span][:, None]
@@ -298,11 +309,21 @@ class InstanceSensitivity(nn.Module):
         span_lo = level_start[span_level] + first
         span_hi = level_start[span_level] + last
 
+        # q is needed on each span's positive points only (at most a few per level)
+        point = torch.arange(level.shape[0], device=device).expand_as(key)
+        pos_key, pos_point = key[pos_mask], point[pos_mask]
+        out_lo = torch.full_like(has_pos, level.shape[0]).scatter_reduce(
+            0, pos_key, pos_point, "amin"
+        )[span_key]
+        out_hi = torch.full_like(has_pos, -1).scatter_reduce(0, pos_key, pos_point, "amax")[
+            span_key
+        ]
+
         flat_feats = torch.cat(feats, dim=2)
         flat_valid = torch.cat(masks, dim=1)
         owner = gt_index if self.evaluator_mask == "positives" else None
         q_cls, q_loc, _ = self.evaluate_spans(
-            flat_feats, flat_valid, span_batch, span_lo, span_hi, owner, span_gt
+            flat_feats, flat_valid, span_batch, span_lo, span_hi, owner, span_gt, out_lo, out_hi
         )
 
         if q_cls.numel() == 0:
@@ -314,7 +335,7 @@ class InstanceSensitivity(nn.Module):
         span_id = torch.full_like(has_pos, -1)
         span_id[span_key] = torch.arange(len(span_key), device=device)
         k = span_id[key].clamp(min=0)
-        column = torch.arange(level.shape[0], device=device)[None, :] - span_lo[k]
+        column = torch.arange(level.shape[0], device=device)[None, :] - out_lo[k]
         column = column.clamp(0, q_cls.shape[1] - 1)
         q_cls_pos = torch.where(pos_mask, q_cls[k, column], 0.0)
         q_loc_pos = torch.where(pos_mask, q_loc[k, column], 0.0)
@@ -330,6 +351,11 @@ class InstanceSensitivity(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``q`` on every level-0 frame inside every GT, ``Phi`` input masked to the GT.
 
+        ``Phi`` sees ``l4`` frames either side, so a frame at least ``l4`` frames from both
+        ends of its GT gets the same value from one dense pass over the whole video (masked
+        to ``valid`` only) as from the GT-masked pass. Only the ``l4`` frames at each end of
+        each GT are evaluated again, in small windows masked to the GT.
+
         Args:
             feats: ``(B, d, T)`` level-0 features.
             valid: ``(B, T)`` bool.
@@ -338,23 +364,48 @@ class InstanceSensitivity(nn.Module):
         Returns:
             ``q_cls``, ``q_loc``: ``(B, N, T)``, 0 outside each GT.
         """
-        batch, num_gt = seg_mask.shape
         num_frames = feats.shape[2]
-        span_batch, span_gt = torch.nonzero(seg_mask, as_tuple=True)
-        seg = segments[span_batch, span_gt]
-        span_lo = torch.ceil(seg[:, 0]).long().clamp(min=0)
-        span_hi = torch.floor(seg[:, 1]).long().clamp(max=num_frames - 1)
-        q_cls, q_loc, _ = self.evaluate_spans(feats, valid, span_batch, span_lo, span_hi)
-        out_cls = q_cls.new_zeros(batch, num_gt, num_frames)
-        out_loc = q_loc.new_zeros(batch, num_gt, num_frames)
-        if q_cls.numel() == 0:
+        radius = self.phi_cls.receptive_radius
+        lo = torch.ceil(segments[..., 0]).long().clamp(min=0)  # (B, N)
+        hi = torch.floor(segments[..., 1]).long().clamp(max=num_frames - 1)
+        frames = torch.arange(num_frames, device=feats.device)
+        inside = (
+            (frames >= lo[..., None])
+            & (frames <= hi[..., None])
+            & (seg_mask[..., None] & valid[:, None, :])
+        )  # (B, N, T)
+        dense_cls = self.phi_cls(feats, valid)
+        dense_loc = self.phi_loc(feats, valid)
+        out_cls = dense_cls[:, None, :] * inside
+        out_loc = dense_loc[:, None, :] * inside
+        if radius == 0:
             return out_cls, out_loc
-        frame = span_lo[:, None] + torch.arange(q_cls.shape[1], device=feats.device)
-        keep = frame <= span_hi[:, None]
-        rows_b = span_batch[:, None].expand_as(frame)[keep]
-        rows_g = span_gt[:, None].expand_as(frame)[keep]
-        out_cls[rows_b, rows_g, frame[keep]] = q_cls[keep]
-        out_loc[rows_b, rows_g, frame[keep]] = q_loc[keep]
+
+        # one window per (GT, end): its `radius` frames with a halo of `radius` each side
+        win_b, win_n = torch.nonzero(seg_mask, as_tuple=True)
+        win_lo, win_hi = lo[win_b, win_n], hi[win_b, win_n]
+        starts = torch.cat([win_lo, win_hi - radius + 1])
+        win_b, win_n = win_b.repeat(2), win_n.repeat(2)
+        win_lo, win_hi = win_lo.repeat(2), win_hi.repeat(2)
+        window = starts[:, None] + torch.arange(-radius, 2 * radius, device=feats.device)
+        clamped = window.clamp(0, num_frames - 1)
+        member = (
+            (window >= win_lo[:, None])
+            & (window <= win_hi[:, None])
+            & (window >= 0)
+            & (window < num_frames)
+            & valid[win_b[:, None], clamped]
+        )
+        x = feats.transpose(1, 2)[win_b[:, None], clamped].transpose(1, 2)
+        centre = slice(radius, 2 * radius)
+        q_cls = self.phi_cls(x, member)[:, centre]
+        q_loc = self.phi_loc(x, member)[:, centre]
+        write = member[:, centre]
+        rows_b = win_b[:, None].expand_as(write)[write]
+        rows_n = win_n[:, None].expand_as(write)[write]
+        cols = window[:, centre][write]
+        out_cls[rows_b, rows_n, cols] = q_cls[write]
+        out_loc[rows_b, rows_n, cols] = q_loc[write]
         return out_cls, out_loc
 
 
