@@ -214,26 +214,10 @@ def detection_ap(
         num_classes: ``C``.
         thresholds: ``(T,)``.
     """
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    num_pos = np.bincount(gt.labels, minlength=num_classes)[:num_classes]
-    scored = (pred_labels >= 0) & (pred_labels < num_classes)
-    scored[scored] = num_pos[pred_labels[scored]] > 0
-    pred_video, pred_segments = pred_video[scored], pred_segments[scored]
-    pred_scores, pred_labels = pred_scores[scored], pred_labels[scored]
-
-    order = ranking_order(pred_labels, pred_scores)
-    pred_video, pred_segments, pred_labels = (
-        pred_video[order],
-        pred_segments[order],
-        pred_labels[order],
+    tp, index, num_pos = ranked_true_positives(
+        gt, pred_video, pred_segments, pred_scores, pred_labels, num_classes, thresholds
     )
-
-    pred_keys = np.where(pred_video >= 0, pred_video * num_classes + pred_labels, -1)
-    gt_keys = gt.video_idx * num_classes + gt.labels
-    pair_pred, pair_gt = group_pairs(pred_keys, gt_keys)
-    tiou = segment_tiou(pred_segments[pair_pred], gt.segments[pair_gt])
-    tp = greedy_match(pair_pred, pair_gt, tiou, pred_keys, len(pred_keys), len(gt_keys), thresholds)
-    return interpolated_ap(tp, pred_labels, num_pos)
+    return interpolated_ap(tp, pred_labels[index], num_pos)
 
 
 def mean_ap(per_class_ap: np.ndarray) -> np.ndarray:
