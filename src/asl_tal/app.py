@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.data.annotations import AnnotationError
-from asl_tal.data.datamodules import DatasetNotFoundError, TALDataModule
+from asl_tal.data.datamodules import TALDataModule
 from asl_tal.data.features import FeatureError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
 from asl_tal.submission import write_activitynet_results
@@ -44,15 +44,8 @@ class CheckpointMismatchError(UserInputError):
     """A checkpoint does not fit the current dataset configuration."""
 
 
-USER_ERRORS = (
-    UserInputError,
-    AnnotationError,
-    FeatureError,
-    DatasetNotFoundError,
-    CheckpointMismatchError,
-    NonFiniteLossError,
-    FileNotFoundError,
-)
+# DatasetNotFoundError is a FileNotFoundError, CheckpointMismatchError a UserInputError
+USER_ERRORS = (UserInputError, AnnotationError, FeatureError, FileNotFoundError, NonFiniteLossError)
 
 
 @contextlib.contextmanager

@@ -183,7 +183,7 @@ class TALDataModule(L.LightningDataModule):
         _, class_map = load_annotations(self.json_path, subsets=None)
         expected = self.cfg.num_classes
         if expected is not None and expected != self.num_classes_for(class_map):
-            raise ValueError(
+            raise AnnotationError(
                 f"{self.json_path}: dataset.num_classes is {expected} but the annotation "
                 f"file has {class_map.num_classes} classes"
                 + (" (class-agnostic mode needs num_classes 1)" if self.class_agnostic else "")
