@@ -56,6 +56,7 @@ class RawFeatureDataset(Dataset):
             needs ``duration``).
         duration: seconds, for every video (None = derived from ``T``).
         fixed_length: resample to this many steps (None = keep ``T``).
+        resample_geometry: grid geometry after resampling (``resample_meta``).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class RawFeatureDataset(Dataset):
         window: float | None,
         duration: float | None = None,
         fixed_length: int | None = None,
+        resample_geometry: str = "spec",
     ) -> None:
         if stride is None and duration is None:
             raise UserInputError(
@@ -82,6 +84,7 @@ class RawFeatureDataset(Dataset):
         self.fps, self.stride, self.duration = fps, stride, duration
         self.window = window if window is not None else stride
         self.fixed_length = fixed_length
+        self.resample_geometry = resample_geometry
 
     def __len__(self) -> int:
         return len(self.files)
@@ -102,7 +105,7 @@ class RawFeatureDataset(Dataset):
         feats = torch.from_numpy(np.ascontiguousarray(array.T))
         meta = self.meta(video_id, feats.shape[1])
         if self.fixed_length is not None:
-            meta = resample_meta(meta, feats.shape[1], self.fixed_length)
+            meta = resample_meta(meta, feats.shape[1], self.fixed_length, self.resample_geometry)
             feats = resample_features(feats, self.fixed_length)
         empty = torch.zeros(0, 2)
         return VideoSample(feats.contiguous(), empty, torch.zeros(0, dtype=torch.long), meta)
@@ -125,6 +128,7 @@ def predict(cfg: DictConfig) -> Path:
         window=data.feat_window,
         duration=cfg.get("duration"),
         fixed_length=data.fixed_length,
+        resample_geometry=data.get("resample_geometry", "spec"),
     )
     loader = DataLoader(
         dataset,

@@ -156,3 +156,24 @@ def test_short_video_without_ratio_is_untouched():
     meta = VideoMeta("v", 50.0, 1.0, 1.0, 1.0, num_frames=50)
     out = random_crop(feats, segs, torch.tensor([2]), meta, 64, 0.5, np.random.default_rng(0))
     assert out[0] is feats and out[1] is segs and out[3] is meta
+
+
+def test_interpolation_geometry_tracks_the_interpolated_centres():
+    # T 4, stride 16, window 32, fps 30 -> L 2. F.interpolate reads input positions
+    # x_j = (j + 0.5) * 4 / 2 - 0.5 = 0.5 and 2.5, whose centres are x * 16 + 16 frames:
+    # 24 and 56 frames, i.e. 0.8 s and 56 / 30 s.
+    meta = VideoMeta("v", 10.0, 30.0, 16.0, 32.0, 0.0, 4)
+    exact = resample_meta(meta, num_feats=4, length=2, geometry="interpolation")
+    assert (exact.stride, exact.window) == (32.0, 48.0)
+    np.testing.assert_allclose(exact.grid_to_seconds(np.array([0.0, 1.0])), [24 / 30, 56 / 30])
+    # the spec's geometry spreads the covered span evenly: stride' = window' = (3*16+32)/2
+    spec = resample_meta(meta, num_feats=4, length=2)
+    assert (spec.stride, spec.window) == (40.0, 40.0)
+    np.testing.assert_allclose(spec.grid_to_seconds(np.array([0.0, 1.0])), [20 / 30, 60 / 30])
+    # with window == stride the two agree
+    square = VideoMeta("v", 10.0, 30.0, 16.0, 16.0, 0.0, 4)
+    a = resample_meta(square, 4, 2, geometry="interpolation")
+    b = resample_meta(square, 4, 2)
+    assert (a.stride, a.window) == (b.stride, b.window) == (32.0, 32.0)
+    with pytest.raises(ValueError, match="resample_geometry"):
+        resample_meta(meta, 4, 2, geometry="nearest")

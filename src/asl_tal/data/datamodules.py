@@ -66,6 +66,7 @@ class DataConfig:
     max_seq_len: int | None = None
     fixed_length: int | None = None
     crop_after_resample: bool = False
+    resample_geometry: str = "spec"
     crop_ratio: list[float] | None = None
     trunc_thresh: float = 0.5
     batch_size: int = 2
@@ -256,6 +257,7 @@ class TALDataModule(L.LightningDataModule):
             max_seq_len=c.max_seq_len,
             fixed_length=c.fixed_length,
             crop_after_resample=c.crop_after_resample,
+            resample_geometry=c.resample_geometry,
             crop_ratio=None if c.crop_ratio is None else tuple(float(r) for r in c.crop_ratio),
             trunc_thresh=c.trunc_thresh,
             class_agnostic=self.class_agnostic,

@@ -48,6 +48,7 @@ class SampleConfig:
         max_seq_len: longest training window (None = no crop).
         fixed_length: resample every video to this many steps (None = keep ``T``).
         crop_after_resample: also crop fixed-length videos in training.
+        resample_geometry: grid geometry after resampling (:func:`resample_meta`).
         crop_ratio: ``(lo, hi)`` window-length fractions for the crop, or None.
         trunc_thresh: minimal kept fraction of an action inside a crop.
         class_agnostic: every label becomes 0 (ActivityNet's class-agnostic variant).
@@ -60,6 +61,7 @@ class SampleConfig:
     max_seq_len: int | None = None
     fixed_length: int | None = None
     crop_after_resample: bool = False
+    resample_geometry: str = "spec"
     crop_ratio: tuple[float, float] | None = None
     trunc_thresh: float = 0.5
     class_agnostic: bool = False
@@ -144,7 +146,9 @@ class TALDataset(Dataset):
         feats = self.reader(video.video_id, video.subset)
         meta = video_meta(video, feats.shape[1], self.config)
         if self.config.fixed_length is not None:
-            meta = resample_meta(meta, feats.shape[1], self.config.fixed_length)
+            meta = resample_meta(
+                meta, feats.shape[1], self.config.fixed_length, self.config.resample_geometry
+            )
             feats = resample_features(feats, self.config.fixed_length)
         if self.cache_features:
             feats = feats.contiguous()

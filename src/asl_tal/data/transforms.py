@@ -25,14 +25,32 @@ def resample_features(feats: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(feats[None], size=length, mode="linear", align_corners=False)[0]
 
 
-def resample_meta(meta: VideoMeta, num_feats: int, length: int) -> VideoMeta:
+RESAMPLE_GEOMETRIES = ("spec", "interpolation")
+
+
+def resample_meta(
+    meta: VideoMeta, num_feats: int, length: int, geometry: str = "spec"
+) -> VideoMeta:
     """The grid geometry after resampling ``num_feats`` features to ``length`` steps.
 
-    The new stride is ``((num_feats - 1) * stride + window) / length`` frames and the new
-    window equals it, so ``VideoMeta.seconds_to_grid`` stays the single formula.
+    ``geometry="spec"`` (DATASETS.md §2): the new stride is
+    ``((num_feats - 1) * stride + window) / length`` frames and the new window equals it.
+    ``geometry="interpolation"`` [reading]: the centres :func:`resample_features` actually
+    reads, ``stride' = num_feats * stride / length`` and ``window' = stride' + window -
+    stride``. The two agree when ``window == stride``; otherwise "spec" is off by up to half
+    a window at the ends. Either way ``VideoMeta.seconds_to_grid`` stays the single formula.
     """
-    stride = ((num_feats - 1) * meta.stride + meta.window) / length
-    return replace(meta, stride=stride, window=stride, num_frames=length)
+    if geometry == "spec":
+        stride = ((num_feats - 1) * meta.stride + meta.window) / length
+        window = stride
+    elif geometry == "interpolation":
+        stride = num_feats * meta.stride / length
+        window = stride + meta.window - meta.stride
+    else:
+        raise ValueError(
+            f"resample_geometry must be one of {RESAMPLE_GEOMETRIES}, got {geometry!r}"
+        )
+    return replace(meta, stride=stride, window=window, num_frames=length)
 
 
 def crop_length(
