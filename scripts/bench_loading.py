@@ -35,11 +35,13 @@ LENGTHS = {"video_a": 2500, "video_b": 4500}
 DIM = 2048
 
 
-def write_videos(root: Path) -> Path:
-    rng = np.random.default_rng(0)
+def write_videos(root: Path, lengths: dict[str, int], dim: int, seed: int = 0) -> Path:
+    """Random ``(T, dim)`` ``.npy`` features, THUMOS geometry (stride 4, window 16, 30 fps),
+    and their annotation JSON (one action each) in ``root``; returns the JSON's path."""
+    rng = np.random.default_rng(seed)
     database = {}
-    for video_id, length in LENGTHS.items():
-        np.save(root / f"{video_id}.npy", rng.standard_normal((length, DIM), dtype=np.float32))
+    for video_id, length in lengths.items():
+        np.save(root / f"{video_id}.npy", rng.standard_normal((length, dim), dtype=np.float32))
         duration = (length * 4 + 12) / 30.0
         database[video_id] = {
             "subset": "validation",
@@ -69,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        videos, _ = load_annotations(write_videos(root))
+        videos, _ = load_annotations(write_videos(root, LENGTHS, DIM))
         reader = FeatureReader([FeatureStream(root, DIM)])
         base = {"fps": 30.0, "feat_stride": 4, "feat_window": 16}
         settings = {

@@ -270,21 +270,8 @@ class Runner:
         lengths, dim = self.bench.loading
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            rng = np.random.default_rng(self.seed)
-            database = {}
-            for i, length in enumerate(lengths):
-                video = f"video_{i}"
-                np.save(root / f"{video}.npy", rng.standard_normal((length, dim), np.float32))
-                duration = (length * 4 + 12) / 30.0
-                database[video] = {
-                    "subset": "validation",
-                    "duration": duration,
-                    "fps": 30.0,
-                    "annotations": [{"label": "a", "segment": [duration * 0.4, duration * 0.45]}],
-                }
-            path = root / "annotations.json"
-            path.write_text(json.dumps({"version": "bench", "database": database}))
-            videos, _ = load_annotations(path)
+            named = {f"video_{i}": length for i, length in enumerate(lengths)}
+            videos, _ = load_annotations(bench_loading.write_videos(root, named, dim, self.seed))
             reader = FeatureReader([FeatureStream(root, dim)])
             base = {"fps": 30.0, "feat_stride": 4, "feat_window": 16}
             crop = min(self.train_len, min(lengths))
