@@ -119,6 +119,12 @@ def predict(cfg: DictConfig) -> Path:
             "predict reads single-stream features; this dataset has several streams"
         )
     module = load_checkpoint(cfg.ckpt_path, input_dim=int(data.input_dim))
+    if module.num_model_classes != len(module.class_names):
+        raise UserInputError(
+            f"{cfg.ckpt_path}: a class-agnostic checkpoint (ActivityNet's second variant) needs "
+            "video-level class scores to name its detections; use python -m asl_tal.eval "
+            "with dataset.ext_score_file instead"
+        )
     module.postprocess_cfg = PostprocessConfig(**OmegaConf.to_container(cfg.postprocess))
     dataset = RawFeatureDataset(
         feature_files(cfg.input),
