@@ -243,6 +243,21 @@ def test_class_agnostic_training_fused_with_external_video_scores(data_dir, trai
     assert detections
     for vid, rows in detections.items():
         assert {row["label"] for row in rows} <= top2[vid]
+    # without the video-level scores, raw-feature prediction cannot name the classes
+    proc = run_entry(
+        "predict",
+        "dataset=custom",
+        "dataset.json_file=unused.json",
+        "dataset.feat_dir=unused",
+        "dataset.input_dim=64",
+        "dataset.num_classes=1",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        f"input={root / 'features'}",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "class-agnostic checkpoint" in proc.stderr
 
 
 def test_optuna_search_runs_trials_and_reports_the_best(data_dir, tmp_path):
