@@ -83,7 +83,7 @@ def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
         evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
         class_names=list(datamodule.class_map.names),
         class_counts=None if class_agnostic else [int(c) for c in datamodule.train_class_counts],
-        num_model_classes=1 if class_agnostic else None,
+        num_model_classes=datamodule.num_model_classes,
         seed=int(cfg.seed),
     )
 

@@ -13,7 +13,7 @@ index ``g`` of the crop is index ``g + offset`` of the video.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,7 +40,6 @@ class VideoMeta:
     window: float
     offset: float = 0.0
     num_frames: int = 0
-    extra: dict = field(default_factory=dict, compare=False)
 
     def seconds_to_grid(self, seconds: np.ndarray | torch.Tensor | float):
         """Map times in seconds to this sample's grid (crop offset applied)."""
