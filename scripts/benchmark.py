@@ -57,7 +57,7 @@ from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.metrics.matching import detection_ap
 from asl_tal.models.detector import ASLDetector
-from asl_tal.models.param_groups import parameter_groups
+from asl_tal.models.param_groups import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import decode_candidates
 from asl_tal.postprocess.nms import batched_nms
@@ -123,10 +123,7 @@ class Runner:
     def training_setup(self, overrides: list[str]):
         detector, cfg = self.build(overrides)
         detector.train()
-        optimizer = torch.optim.AdamW(
-            parameter_groups(detector, cfg["optimizer"]["weight_decay"]),
-            lr=cfg["optimizer"]["lr"],
-        )
+        optimizer = build_optimizer(detector, cfg["optimizer"])
         return detector, optimizer, self.train_batch(cfg), cfg
 
     def train(self) -> dict:

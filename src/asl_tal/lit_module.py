@@ -19,7 +19,7 @@ from asl_tal.ema import ModelEMA
 from asl_tal.metrics.detection_map import TemporalActionDetectionMAP
 from asl_tal.metrics.recall import RecallAtK
 from asl_tal.models.detector import ASLDetector
-from asl_tal.models.param_groups import parameter_groups
+from asl_tal.models.param_groups import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
 
@@ -41,7 +41,7 @@ class ASLLitModule(L.LightningModule):
 
     Args:
         model: the ``model`` config group (architecture, sensitivity, ASCL, loss, EMA).
-        optimizer: ``lr``, ``weight_decay``, ``betas``.
+        optimizer: ``lr``, ``weight_decay``, ``betas``, ``fused``.
         scheduler: ``warmup_epochs``, ``eta_min`` (absolute lr floor).
         postprocess: :class:`PostprocessConfig` fields.
         evaluation: ``tiou_thresholds`` and the Recall@k settings.
@@ -243,11 +243,7 @@ class ASLLitModule(L.LightningModule):
     # optimisation
     def configure_optimizers(self):
         opt_cfg = self.hparams.optimizer
-        optimizer = torch.optim.AdamW(
-            parameter_groups(self.detector, opt_cfg["weight_decay"]),
-            lr=opt_cfg["lr"],
-            betas=tuple(opt_cfg.get("betas", (0.9, 0.999))),
-        )
+        optimizer = build_optimizer(self.detector, opt_cfg)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, total_steps // max_epochs)

@@ -146,3 +146,24 @@ def test_topk_gradient_reaches_features():
     assert value.item() > 0
     assert feats.grad[0, :, 2:8].abs().sum() > 0
     assert loss.proj[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["topk", "windows"])
+def test_bf16_autocast_leaves_the_loss_in_float32(mode):
+    """Under CPU bf16 autocast the loss equals the float32 one: a bf16 similarity would be
+    off by up to 2⁻⁸ before the division by tau (errors of ~0.04 in the logits)."""
+    torch.manual_seed(0)
+    feats = torch.randn(2, 16, 40)
+    segments = torch.tensor([[[2.0, 9.0], [12.0, 20.0]], [[5.0, 15.0], [22.0, 30.0]]])
+    seg_mask = torch.ones(2, 2, dtype=torch.bool)
+    labels = torch.tensor([[0, 1], [0, 1]])
+    h_cls, h_loc = torch.rand(2, 2, 40), torch.rand(2, 2, 40)
+    loss = ASCLoss(16, mode=mode, k=3, proj_dim=8)
+    valid = torch.ones(2, 40, dtype=torch.bool)
+    values = []
+    for enabled in (False, True):
+        torch.manual_seed(1)  # the same background draws
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            values.append(loss(feats, valid, segments, seg_mask, labels, h_cls, h_loc))
+    assert values[1].dtype == torch.float32
+    assert values[1].item() == pytest.approx(values[0].item(), rel=1e-6)

@@ -10,7 +10,7 @@ from torch import nn
 
 from asl_tal.models.blocks import AffineDropPath
 from asl_tal.models.network import ASLNetwork
-from asl_tal.models.param_groups import parameter_groups
+from asl_tal.models.param_groups import build_optimizer, parameter_groups
 
 SMALL = dict(
     input_dim=12, num_classes=5, d_emb=16, n_heads=4, l1=1, l2=2, l3=3, head_width=8,
@@ -188,3 +188,24 @@ def test_parameter_groups_reject_a_listed_non_parameter() -> None:
 
     with pytest.raises(TypeError, match="missing"):
         parameter_groups(Broken(), 0.1)
+
+
+def test_fused_adamw_takes_the_same_step_as_the_reference_rule() -> None:
+    """One AdamW step from zero moments moves each weight by ``-lr·(sign(g) + wd·w)`` (bias
+    correction makes the first step ``m̂/√v̂ = g/|g|``), fused or not."""
+    cfg = {"lr": 0.01, "weight_decay": 0.5, "betas": [0.9, 0.999]}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        layer = nn.Linear(4, 3)
+        before = layer.weight.detach().clone()
+        bias_before = layer.bias.detach().clone()  # not decayed: the second group
+        optimizer = build_optimizer(layer, {**cfg, "fused": fused})
+        assert optimizer.defaults["fused"] is fused
+        layer.weight.grad = torch.tensor([[1.0, -2.0, 3.0, -4.0]] * 3)
+        layer.bias.grad = torch.tensor([0.5, -0.5, 2.0])
+        optimizer.step()
+        decayed = before * (1 - 0.01 * 0.5)  # AdamW decays before the Adam update
+        expected = decayed - 0.01 * torch.sign(layer.weight.grad)
+        assert torch.allclose(layer.weight, expected, atol=1e-6)
+        bias_step = -0.01 * torch.tensor([1.0, -1.0, 1.0])
+        assert torch.allclose(layer.bias.detach(), bias_before + bias_step, atol=1e-6)

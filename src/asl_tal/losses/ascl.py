@@ -130,15 +130,19 @@ class ASCLoss(nn.Module):
             h_cls, h_loc: ``(B, N, T)`` sensitivity of every frame for every GT (topk mode;
                 only the ranking inside each GT matters, no gradient is taken through it).
         """
-        feats_t = feats.transpose(1, 2)
-        inside = inside_map(segments, seg_mask, valid)
-        same_segment = (segments[:, :, None, :] == segments[:, None, :, :]).all(-1)
-        if self.mode == "topk":
-            if h_cls is None or h_loc is None:
-                raise ValueError("ASCLoss(mode='topk') needs h_cls and h_loc maps")
-            loss = self._topk(feats_t, valid, inside, labels, same_segment, h_cls, h_loc)
-        else:
-            loss = self._windows(feats_t, valid, segments, seg_mask, labels, same_segment)
+        if self.mode == "topk" and (h_cls is None or h_loc is None):
+            raise ValueError("ASCLoss(mode='topk') needs h_cls and h_loc maps")
+        # float32 even under bf16 autocast: similarities / tau need more than bf16's 8 bits
+        with torch.autocast(feats.device.type, enabled=False):
+            feats_t = feats.float().transpose(1, 2)
+            inside = inside_map(segments, seg_mask, valid)
+            same_segment = (segments[:, :, None, :] == segments[:, None, :, :]).all(-1)
+            if self.mode == "topk":
+                loss = self._topk(
+                    feats_t, valid, inside, labels, same_segment, h_cls.float(), h_loc.float()
+                )
+            else:
+                loss = self._windows(feats_t, valid, segments, seg_mask, labels, same_segment)
         # keeps every parameter and the features in the graph when the loss is empty (DDP)
         return loss + 0 * feats.sum() + 0 * sum(p.sum() for p in self.parameters())
 

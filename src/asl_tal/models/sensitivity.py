@@ -155,12 +155,12 @@ class InstanceEvaluator(nn.Module):
         return len(self.layers)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(K, d, W)``, ``mask``: ``(K, W)`` bool; returns ``q`` ``(K, W)``."""
+        """``x``: ``(K, d, W)``, ``mask``: ``(K, W)`` bool; returns ``q`` ``(K, W)`` in float32."""
         m = mask.to(x.dtype)
         x = x * m[:, None, :]
         for layer in self.layers:
             x = layer(x, m)
-        return torch.sigmoid(self.out(x.transpose(1, 2))).squeeze(-1)
+        return torch.sigmoid(self.out(x.transpose(1, 2)).float()).squeeze(-1)
 
 
 class InstanceSensitivity(nn.Module):
