@@ -209,3 +209,23 @@ def test_fused_adamw_takes_the_same_step_as_the_reference_rule() -> None:
         assert torch.allclose(layer.weight, expected, atol=1e-6)
         bias_step = -0.01 * torch.tensor([1.0, -1.0, 1.0])
         assert torch.allclose(layer.bias.detach(), bias_before + bias_step, atol=1e-6)
+
+
+def test_heads_over_packed_levels_equal_one_level_at_a_time() -> None:
+    """The heads run over all levels at once; each level must come out as if run alone."""
+    net = make_net()
+    feats = [torch.randn(2, 16, n, dtype=torch.float64) for n in (16, 8, 4, 2)]
+    masks = [torch.ones(2, n, dtype=torch.bool) for n in (16, 8, 4, 2)]
+    for level, m in enumerate(masks):
+        m[1, -(2 ** (2 - level)) if level < 3 else -1 :] = False  # video 1 is padded
+        feats[level] = feats[level] * m[:, None, :]
+    with torch.no_grad():
+        net.loc_head.scales.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]))
+        logits = net.cls_head(feats, masks)
+        offsets = net.loc_head(feats, masks)
+        for level, (x, m) in enumerate(zip(feats, masks, strict=True)):
+            alone = net.cls_head.trunk(x, m).transpose(1, 2)
+            assert torch.allclose(logits[level], alone, atol=1e-10), level
+            scale = net.loc_head.scales[level]
+            alone = torch.relu(scale * net.loc_head.trunk(x, m)).transpose(1, 2)
+            assert torch.allclose(offsets[level], alone, atol=1e-10), level

@@ -9,7 +9,7 @@ import torch
 
 from asl_tal.models.assignment import assign_targets
 from asl_tal.models.points import PointGenerator
-from asl_tal.models.sensitivity import ClassSensitivity, InstanceSensitivity
+from asl_tal.models.sensitivity import ClassSensitivity, InstanceEvaluator, InstanceSensitivity
 
 
 def g(x, mu, sigma):
@@ -158,3 +158,27 @@ def test_evaluator_gradients_reach_phi_and_features():
     (q_cls.sum() + q_loc.sum()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in inst.parameters())
     assert feats[0].grad.abs().sum() > 0
+
+
+def test_evaluator_runs_each_span_as_if_alone():
+    """K spans evaluated together equal a plain per-span Phi (zero "same" padding at each
+    span's ends), written here from the layer weights."""
+    torch.manual_seed(0)
+    phi = InstanceEvaluator(6, 2)
+    with torch.no_grad():
+        for layer in phi.layers:
+            layer.norm.bias.normal_()  # LN(0) = bias: a leak across spans would show
+    x = torch.randn(4, 6, 7)
+    mask = torch.rand(4, 7) > 0.3
+    got = phi(x, mask)
+    for k in range(4):
+        m = mask[k].to(x.dtype)
+        y = x[k : k + 1] * m
+        for layer in phi.layers:
+            y = torch.nn.functional.conv1d(y, layer.conv.weight, layer.conv.bias, padding=1)
+            y = torch.nn.functional.layer_norm(
+                y.transpose(1, 2), (6,), layer.norm.weight, layer.norm.bias
+            ).transpose(1, 2)
+            y = torch.relu(y) * m
+        want = torch.sigmoid(y[0].T @ phi.out.weight[0] + phi.out.bias[0])
+        assert torch.allclose(got[k], want, atol=1e-6), k

@@ -1,4 +1,7 @@
-"""Classification and localization heads, shared over pyramid levels (``ASL.md`` §1)."""
+"""Classification and localization heads, shared over pyramid levels (``ASL.md`` §1).
+
+Both heads run over all levels at once (:func:`pack_levels`).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +35,36 @@ def class_prior_bias(
             )
         prior[counts == 0] = EMPTY_CLASS_PRIOR
     return (-torch.log((1.0 - prior) / prior)).to(torch.float32)
+
+
+def pack_levels(
+    feats: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pyramid levels side by side in time, each followed by one masked zero step.
+
+    A masked k3 convolution at a level's last step then sees that zero exactly as it would
+    see its "same" padding, so the heads run once over all levels (one long convolution per
+    layer instead of one short one per level).
+
+    Args:
+        feats: per level ``(B, d, T_l)``, zero on padded steps.
+        masks: per level ``(B, T_l)`` bool.
+
+    Returns:
+        ``(B, d, Σ (T_l + 1))`` and its ``(B, Σ (T_l + 1))`` mask.
+    """
+    packed = torch.cat([F.pad(x, (0, 1)) for x in feats], dim=2)
+    return packed, torch.cat([F.pad(m, (0, 1)) for m in masks], dim=1)
+
+
+def unpack_levels(x: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_levels` for a head's output: ``(B, C, Σ (T_l + 1))`` ->
+    per level ``(B, T_l, C)``, contiguous."""
+    parts = x.split([length + 1 for length in lengths], dim=2)
+    return [
+        part[:, :, :length].transpose(1, 2).contiguous()
+        for part, length in zip(parts, lengths, strict=True)
+    ]
 
 
 class HeadTrunk(nn.Module):
@@ -89,9 +122,8 @@ class ClassificationHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``(B, d, T_l)`` and ``(B, T_l)`` -> ``(B, T_l, C)`` logits (0 on padding)."""
-        return [
-            self.trunk(x, m).transpose(1, 2).contiguous() for x, m in zip(feats, masks, strict=True)
-        ]
+        packed, mask = pack_levels(feats, masks)
+        return unpack_levels(self.trunk(packed, mask), [m.shape[1] for m in masks])
 
 
 class LocalizationHead(nn.Module):
@@ -111,7 +143,6 @@ class LocalizationHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``(B, d, T_l)`` and ``(B, T_l)`` -> ``(B, T_l, 2)`` offsets ``>= 0``."""
-        return [
-            F.relu(self.scales[level] * self.trunk(x, m)).transpose(1, 2).contiguous()
-            for level, (x, m) in enumerate(zip(feats, masks, strict=True))
-        ]
+        packed, mask = pack_levels(feats, masks)
+        levels = unpack_levels(self.trunk(packed, mask), [m.shape[1] for m in masks])
+        return [F.relu(self.scales[level] * x) for level, x in enumerate(levels)]
