@@ -53,7 +53,8 @@ class MaskedConv1d(nn.Conv1d):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x (B, C_in, T)``, ``mask (B, T)`` -> ``(B, C_out, T / stride)`` and its mask."""
         out_mask = downsample_mask(mask, self.stride[0])
-        return super().forward(x) * out_mask[:, None, :].to(x.dtype), out_mask
+        out = super().forward(x)  # bf16 under autocast: keep it so, the next layer reads bf16
+        return out * out_mask[:, None, :].to(out.dtype), out_mask
 
 
 class LayerNormChannels(nn.LayerNorm):
