@@ -241,6 +241,27 @@ class ASLLitModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------
     # optimisation
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's clipping, done here when there is no gradient scaler (bf16, fp32).
+
+        Lightning refuses to clip for a fused optimizer under any mixed precision, because
+        with fp16 such an optimizer unscales inside its step. bf16 has no scaler, so the
+        gradients are already true and clipping them before the fused step is exact.
+        """
+        if not gradient_clip_val or getattr(self.trainer.precision_plugin, "scaler", None):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def configure_optimizers(self):
         opt_cfg = self.hparams.optimizer
         optimizer = build_optimizer(self.detector, opt_cfg)

@@ -286,3 +286,16 @@ def test_fast_dev_run_needs_no_logger(data_dir, tmp_path):
     )
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bf16_mixed_training_on_cpu_clips_with_the_fused_optimizer(data_dir, tmp_path):
+    # bf16 autocast on CPU with the default fused AdamW and gradient clipping on: Lightning
+    # alone refuses this combination (it is only wrong for fp16's gradient scaler).
+    proc = run_entry(
+        "train",
+        *tiny(data_dir, tmp_path, "trainer.fast_dev_run=true", "logger=none"),
+        "trainer.precision=bf16-mixed",
+        "trainer.gradient_clip_val=1.0",
+    )
+    assert "Traceback" not in proc.stderr
+    assert "bfloat16" in proc.stderr + proc.stdout

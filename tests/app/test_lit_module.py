@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import asl_tal.app  # noqa: F401  (registers the ${sum:...} resolver)
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.ema import ModelEMA
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError, warmup_cosine
+from asl_tal.models.param_groups import build_optimizer
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -85,3 +87,19 @@ def test_non_finite_loss_can_be_skipped_and_counted(module, monkeypatch):
     monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
     assert module.training_step(nan_batch(), 0) is None
     assert module.skipped_steps.item() == 1
+
+
+def test_clipping_without_a_gradient_scaler_uses_the_fused_optimizer(module):
+    # bf16 / fp32: no scaler, so the module clips itself (Lightning would refuse fused AdamW)
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None))
+    optimizer = build_optimizer(module.detector, {**module.hparams.optimizer, "fused": True})
+    params = [p for p in module.detector.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 0.5, "norm")
+    total = torch.sqrt(sum((p.grad**2).sum() for p in params))
+    assert total.item() == pytest.approx(0.5, rel=1e-4)
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    module.configure_gradient_clipping(optimizer, 0.25, "value")
+    assert all(torch.all(p.grad == 0.25) for p in params)

@@ -71,40 +71,48 @@ def _soft_nms_rounds(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Selection rounds over padded groups.
 
+    Every round works on the whole table (a few elementwise ops on ``G·K_g`` values) rather
+    than gathering the live rows: rows that cannot select (nothing left above
+    ``min_score``, or their video is done) are updated too but never record a selection,
+    and their updates cannot matter (a dead row stays dead, a done video stays done).
+
     Args:
         seg: ``(G, K_g, 2)``; score: ``(G, K_g)``; live: ``(G, K_g)`` bool; group_video: ``(G,)``.
 
     Returns:
         ``selected (G, K_g)`` bool and ``selected_score (G, K_g)`` (the score when selected).
     """
+    start, end = seg[..., 0].contiguous(), seg[..., 1].contiguous()
+    length = end - start
     score = score.clone()
     live = live & (score >= cfg.min_score)
-    width = score.shape[1]
+    num_groups, width = score.shape
+    rows = torch.arange(num_groups, device=seg.device)
     selected_score = torch.full_like(score, -torch.inf)
     # Scores of each group's selections, in selection order (hence non-increasing).
     history = torch.full_like(score, -1.0)
     video_done = torch.zeros(num_videos, dtype=torch.bool, device=seg.device)
     neg = torch.tensor(-1.0, dtype=score.dtype, device=seg.device)
+    tiny = torch.finfo(score.dtype).tiny
     best, idx = torch.where(live, score, neg).max(dim=1)
     for step in range(width):
         active = (best >= cfg.min_score) & ~video_done[group_video]
         if not bool(active.any()):
             break
-        rows = torch.nonzero(active).squeeze(1)
-        pick, pick_score = idx[rows], best[rows]
-        selected_score[rows, pick] = pick_score
-        history[rows, step] = pick_score
-        row_live = live[rows]
-        row_live[torch.arange(rows.numel(), device=seg.device), pick] = False
-        iou = segment_iou(seg[rows, pick][:, None, :], seg[rows])
-        decayed = score[rows] * _decay(iou, cfg)
-        row_live &= decayed >= cfg.min_score
-        score[rows], live[rows] = decayed, row_live
-        best[rows], idx[rows] = torch.where(row_live, decayed, neg).max(dim=1)
+        selected_score[rows, idx] = torch.where(active, best, selected_score[rows, idx])
+        history[:, step] = torch.where(active, best, neg)
+        live[rows, idx] = False
+        pick_start, pick_end = start[rows, idx, None], end[rows, idx, None]
+        inter = (torch.minimum(end, pick_end) - torch.maximum(start, pick_start)).clamp(min=0)
+        union = length + (pick_end - pick_start) - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=tiny), 0.0)
+        score = score * _decay(iou, cfg)
+        live &= score >= cfg.min_score
+        best, idx = torch.where(live, score, neg).max(dim=1)
 
         # A video is done once max_seg_num selections beat everything it could still select.
-        ceiling = torch.full((num_videos,), -1.0, dtype=score.dtype, device=seg.device)
         reachable = torch.where(best >= cfg.min_score, best, neg)
+        ceiling = torch.full((num_videos,), -1.0, dtype=score.dtype, device=seg.device)
         ceiling = ceiling.scatter_reduce(0, group_video, reachable, "amax")
         sure = (history[:, : step + 1] >= ceiling[group_video][:, None]).sum(dim=1)
         sure_per_video = torch.zeros(num_videos, dtype=torch.long, device=seg.device)
