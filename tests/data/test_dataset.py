@@ -137,3 +137,8 @@ def test_collate_training_pads_to_max_seq_len_and_rejects_longer():
         collate([_sample("x", 5, 1), _sample("long", 30, 1)], 8, 20, train=True)
     evaluated = collate([_sample("long", 30, 1)], pad_multiple=8, max_seq_len=20, train=False)
     assert evaluated.feats.shape[-1] == 32
+
+
+def test_collate_evaluation_pads_only_to_the_multiple():
+    short = collate([_sample("x", 5, 0)], pad_multiple=8, max_seq_len=20, train=False)
+    assert short.feats.shape[-1] == 8  # not max_seq_len 20 rounded up to 24
