@@ -95,12 +95,11 @@ class AffineDropPath(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, C) -> (B, T, C)``."""
-        x = x * self.scale
         if not self.training or self.drop_prob == 0.0:
-            return x
+            return x * self.scale
         keep = 1.0 - self.drop_prob
         sample_keep = x.new_empty(x.shape[0], 1, 1).bernoulli_(keep)
-        return x * sample_keep / keep
+        return x * (self.scale * (sample_keep / keep))  # one pass over x: (B, 1, C) factor
 
 
 class FeedForward(nn.Sequential):
