@@ -327,7 +327,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first; default 3 (5 with --compile): the first steps still grow the allocator")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed runs first; default 3 (5 with --compile): the first steps grow the heap",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seq-len", type=int, default=None, help="training T (default: config)")
     parser.add_argument("--overrides", default="", help="Hydra overrides for every section")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from asl_tal.models.blocks import AffineDropPath
+from asl_tal.models.heads import pack_levels
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.param_groups import build_optimizer, parameter_groups
 
@@ -221,8 +222,9 @@ def test_heads_over_packed_levels_equal_one_level_at_a_time() -> None:
         feats[level] = feats[level] * m[:, None, :]
     with torch.no_grad():
         net.loc_head.scales.copy_(torch.tensor([0.5, 1.0, 2.0, 3.0]))
-        logits = net.cls_head(feats, masks)
-        offsets = net.loc_head(feats, masks)
+        packed = pack_levels(feats, masks)
+        logits = net.cls_head(packed)
+        offsets = net.loc_head(packed)
         for level, (x, m) in enumerate(zip(feats, masks, strict=True)):
             alone = net.cls_head.trunk(x, m).transpose(1, 2)
             assert torch.allclose(logits[level], alone, atol=1e-10), level

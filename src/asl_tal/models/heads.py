@@ -1,12 +1,13 @@
 """Classification and localization heads, shared over pyramid levels (``ASL.md`` §1).
 
-Both heads run over all levels at once (:func:`pack_levels`).
+Both heads run over all levels at once, packed by :func:`pack_levels` (once for both).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,29 +38,36 @@ def class_prior_bias(
     return (-torch.log((1.0 - prior) / prior)).to(torch.float32)
 
 
-def pack_levels(
-    feats: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
+class PackedLevels(NamedTuple):
     """Pyramid levels side by side in time, each followed by one masked zero step.
 
-    A masked k3 convolution at a level's last step then sees that zero exactly as it would
-    see its "same" padding, so the heads run once over all levels (one long convolution per
-    layer instead of one short one per level).
-
-    Args:
-        feats: per level ``(B, d, T_l)``, zero on padded steps.
-        masks: per level ``(B, T_l)`` bool.
-
-    Returns:
-        ``(B, d, Σ (T_l + 1))`` and its ``(B, Σ (T_l + 1))`` mask.
+    Attributes:
+        feats: ``(B, d, Σ (T_l + 1))``, zero on padded steps and on the separators.
+        mask: ``(B, Σ (T_l + 1))`` bool.
+        lengths: ``T_l`` of each level.
     """
-    packed = torch.cat([F.pad(x, (0, 1)) for x in feats], dim=2)
-    return packed, torch.cat([F.pad(m, (0, 1)) for m in masks], dim=1)
+
+    feats: torch.Tensor
+    mask: torch.Tensor
+    lengths: list[int]
+
+
+def pack_levels(feats: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> PackedLevels:
+    """Pack per-level ``(B, d, T_l)`` features and ``(B, T_l)`` masks into one sequence.
+
+    A masked k3 convolution at a level's last step sees the separator's zero exactly as it
+    would see its "same" padding, so a head runs once over all levels (one long
+    convolution per layer instead of one short one per level).
+    """
+    return PackedLevels(
+        torch.cat([F.pad(x, (0, 1)) for x in feats], dim=2),
+        torch.cat([F.pad(m, (0, 1)) for m in masks], dim=1),
+        [m.shape[1] for m in masks],
+    )
 
 
 def unpack_levels(x: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
-    """Inverse of :func:`pack_levels` for a head's output: ``(B, C, Σ (T_l + 1))`` ->
-    per level ``(B, T_l, C)``, contiguous."""
+    """A head's output ``(B, C, Σ (T_l + 1))`` -> per level ``(B, T_l, C)``, contiguous."""
     parts = x.split([length + 1 for length in lengths], dim=2)
     return [
         part[:, :, :length].transpose(1, 2).contiguous()
@@ -120,10 +128,9 @@ class ClassificationHead(nn.Module):
         with torch.no_grad():
             self.trunk.out.bias.copy_(self.prior_bias)
 
-    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per level ``(B, d, T_l)`` and ``(B, T_l)`` -> ``(B, T_l, C)`` logits (0 on padding)."""
-        packed, mask = pack_levels(feats, masks)
-        return unpack_levels(self.trunk(packed, mask), [m.shape[1] for m in masks])
+    def forward(self, levels: PackedLevels) -> list[torch.Tensor]:
+        """Packed pyramid -> per level ``(B, T_l, C)`` logits (0 on padding)."""
+        return unpack_levels(self.trunk(levels.feats, levels.mask), levels.lengths)
 
 
 class LocalizationHead(nn.Module):
@@ -141,8 +148,7 @@ class LocalizationHead(nn.Module):
         self.trunk = HeadTrunk(d_in, width, 2, head_layers)
         self.scales = nn.Parameter(torch.ones(num_levels))
 
-    def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per level ``(B, d, T_l)`` and ``(B, T_l)`` -> ``(B, T_l, 2)`` offsets ``>= 0``."""
-        packed, mask = pack_levels(feats, masks)
-        levels = unpack_levels(self.trunk(packed, mask), [m.shape[1] for m in masks])
-        return [F.relu(self.scales[level] * x) for level, x in enumerate(levels)]
+    def forward(self, levels: PackedLevels) -> list[torch.Tensor]:
+        """Packed pyramid -> per level ``(B, T_l, 2)`` offsets ``>= 0``."""
+        outs = unpack_levels(self.trunk(levels.feats, levels.mask), levels.lengths)
+        return [F.relu(self.scales[level] * x) for level, x in enumerate(outs)]

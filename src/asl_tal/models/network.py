@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from asl_tal.models.encoder import ASLEncoder
-from asl_tal.models.heads import ClassificationHead, LocalizationHead
+from asl_tal.models.heads import ClassificationHead, LocalizationHead, pack_levels
 from asl_tal.models.outputs import NetworkOutput
 
 
@@ -141,9 +141,10 @@ class ASLNetwork(nn.Module):
                 f"(2**l3): pad the batch to network.required_multiple"
             )
         pyramid, masks = self.encoder(feats, mask)
+        packed = pack_levels(pyramid, masks)
         return NetworkOutput(
-            cls_logits=self.cls_head(pyramid, masks),
-            offsets=self.loc_head(pyramid, masks),
+            cls_logits=self.cls_head(packed),
+            offsets=self.loc_head(packed),
             feats=pyramid,
             masks=masks,
         )
