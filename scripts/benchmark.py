@@ -10,7 +10,10 @@ Sections (``--what``, comma-separated; default all):
 - ``score``: the offline scorer (``detection_ap``) on the large case;
 - ``load``: building one training batch / one full evaluation batch from ``.npy`` files;
 - ``scaling``: network inference time against ``T`` with global attention and with a local
-  window, plus the fitted growth exponent ``k`` of ``time ≈ c · T^k``.
+  window, plus the fitted growth exponent ``k`` of ``time ≈ c · T^k``;
+- ``peak``: the machine's matrix-product ceiling, ``(2048 × 512) @ (512 × 2048)`` in float32
+  and bfloat16 (GFLOP/s), against which ``train`` and ``infer`` report their achieved rate
+  (FLOPs counted by ``torch.utils.flop_counter`` on one untimed pass).
 
 ``--compare A B`` times two sets of Hydra overrides (each one quoted string) alternately in
 one process and reports the ratio of their training-step medians (A / B); on a shared,
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -62,7 +66,14 @@ from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import decode_candidates
 from asl_tal.postprocess.nms import batched_nms
 
-SECTIONS = ("train", "infer", "nms", "score", "load", "scaling")
+SECTIONS = ("train", "infer", "nms", "score", "load", "scaling", "peak")
+
+
+def count_gflop(fn) -> float:
+    """GFLOP of the matrix products and convolutions ``fn()`` runs (one untimed call)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
 
 
 class Runner:
@@ -128,6 +139,13 @@ class Runner:
 
     def train(self) -> dict:
         detector, optimizer, batch, cfg = self.training_setup([])
+
+        def forward_backward():
+            with autocast(self.device, self.precision):
+                detector.losses(batch)["loss"].backward()
+
+        gflop = count_gflop(forward_backward)
+        optimizer.zero_grad(set_to_none=True)
         for _ in range(self.warmup):
             self.train_step(detector, optimizer, batch, SectionTimer(self.device))
         timer = SectionTimer(self.device)
@@ -145,6 +163,8 @@ class Runner:
             "model": {k: cfg["model"][k] for k in ("d_emb", "l1", "l2", "l3", "l4", "attn_window")},
             **times,
             "videos_per_s": round(self.bench.batch_size / times["step"]["median_s"], 3),
+            "gflop_per_step": round(gflop, 3),
+            "achieved_gflop_per_s": round(gflop / times["step"]["median_s"], 1),
             **peak_memory_mb(self.device),
         }
 
@@ -180,12 +200,15 @@ class Runner:
         width = input_dim if isinstance(input_dim, int) else sum(input_dim)
         timer = SectionTimer(self.device)
         per_video = {}
+        gflops = []
         for length in self.bench.infer_lengths:
             padded = -(-length // multiple) * multiple
             batch = synthetic_batch(
                 width, padded, 1, cfg["dataset"]["num_classes"], 1, (1.0, 2.0),
                 torch.Generator().manual_seed(self.seed), lengths=[length],
             ).to(self.device)  # fmt: skip
+            with torch.no_grad(), autocast(self.device, self.precision):
+                gflops.append(count_gflop(lambda b=batch: detector(b.feats, b.mask)))
             video_timer = SectionTimer(self.device)
             for rep in range(self.warmup + self.repeats):
                 target = video_timer if rep >= self.warmup else SectionTimer(self.device)
@@ -198,6 +221,8 @@ class Runner:
         return {
             "lengths": list(self.bench.infer_lengths),
             "mean_per_video_s": mean,
+            "network_gflop_per_video": round(float(np.mean(gflops)), 3),
+            "network_achieved_gflop_per_s": round(float(np.mean(gflops)) / mean["network"], 1),
             "per_video_median_s": per_video,
             **peak_memory_mb(self.device),
         }
@@ -317,6 +342,20 @@ class Runner:
                 ),
             }
         return table
+
+    def peak(self) -> dict:
+        """GFLOP/s of one large matrix product per dtype: the ceiling for the sections above."""
+        result = {}
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            a = torch.randn(2048, 512, device=self.device, dtype=dtype)
+            b = torch.randn(512, 2048, device=self.device, dtype=dtype)
+            timer = SectionTimer(self.device)
+            for rep in range(self.warmup + 10 * self.repeats):
+                target = timer if rep >= self.warmup else SectionTimer(self.device)
+                target.run("mm", lambda a=a, b=b: a @ b)
+            seconds = timer.summary()["mm"]["median_s"]
+            result[f"{name}_gflop_per_s"] = round(2 * 2048 * 512 * 2048 / seconds / 1e9, 1)
+        return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

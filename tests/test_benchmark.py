@@ -15,6 +15,9 @@ from asl_tal.bench import fit_growth_exponent, summarize
 from asl_tal.models.sensitivity import InstanceSensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchmark  # noqa: E402  (scripts/ is not a package)
 
 
 def _positive(value) -> bool:
@@ -63,6 +66,21 @@ def test_tiny_benchmark_reports_every_section(tiny_report):
         assert math.isfinite(setting["growth_exponent"])
     assert set(tiny_report["scaling"]) == {"global", "window_9"}
     assert _positive(tiny_report["peak_memory"]["peak_rss_mb"])
+    assert _positive(train["gflop_per_step"]) and _positive(train["achieved_gflop_per_s"])
+    assert _positive(tiny_report["infer"]["network_gflop_per_video"])
+    peak = tiny_report["peak"]
+    assert _positive(peak["float32_gflop_per_s"]) and _positive(peak["bfloat16_gflop_per_s"])
+
+
+def test_flop_count_of_a_matrix_product_and_a_convolution():
+    # 2·m·k·n for (m × k) @ (k × n); 2·B·T·C_in·C_out·k for a same-padded Conv1d
+    assert benchmark.count_gflop(lambda: torch.ones(30, 40) @ torch.ones(40, 50)) == (
+        pytest.approx(2 * 30 * 40 * 50 / 1e9)
+    )
+    conv = torch.nn.Conv1d(8, 16, 3, padding=1)
+    assert benchmark.count_gflop(lambda: conv(torch.ones(2, 8, 100))) == pytest.approx(
+        2 * 2 * 100 * 8 * 16 * 3 / 1e9
+    )
 
 
 def test_compare_runs_both_settings_and_reports_their_ratio():
