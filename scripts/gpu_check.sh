@@ -32,7 +32,7 @@ bench() {  # name timeout args...
 
 # fp32 vs bf16 at each benchmark config (training step, inference, scaling on THUMOS)
 bench thumos_fp32 90 --config thumos --repeats 10 --what train,infer,nms
-bench thumos_bf16 90 --config thumos --repeats 10 --precision bf16 --what train,infer,nms,scaling
+bench thumos_bf16 90 --config thumos --repeats 10 --precision bf16 --what train,infer,nms,scaling,peak
 bench anet_bf16 60 --config anet --repeats 10 --precision bf16 --what train,infer
 bench ego4d_bf16 60 --config ego4d --repeats 10 --precision bf16 --what train,infer
 # torch.compile on/off (compile warm-up is slow: 3 warm-up steps, bf16)
