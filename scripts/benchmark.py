@@ -84,6 +84,7 @@ class Runner:
         self.device = torch.device(args.device)
         self.precision = args.precision
         self.compile = args.compile
+        self.profile = args.profile
         self.repeats = args.repeats
         self.warmup = args.warmup if args.warmup is not None else (5 if args.compile else 3)
         self.seed = args.seed
@@ -154,6 +155,7 @@ class Runner:
         times = timer.summary()
         totals = [sum(parts) for parts in zip(*timer.times.values(), strict=True)]
         times["step"] = summarize(totals)
+        profile = self.profile_step(detector, optimizer, batch) if self.profile else None
         return {
             "batch_size": self.bench.batch_size,
             "seq_len": self.train_len,
@@ -166,7 +168,27 @@ class Runner:
             "gflop_per_step": round(gflop, 3),
             "achieved_gflop_per_s": round(gflop / times["step"]["median_s"], 1),
             **peak_memory_mb(self.device),
+            **({"profile_top_ops": profile} if profile else {}),
         }
+
+    def profile_step(self, detector, optimizer, batch, top: int = 15) -> list[dict]:
+        """One more step under ``torch.profiler``: the ``top`` operators by own time."""
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            self.train_step(detector, optimizer, batch, SectionTimer(self.device))
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        return [
+            {
+                "op": e.key,
+                "self_cpu_ms": round(e.self_cpu_time_total / 1000, 2),
+                "share": round(e.self_cpu_time_total / total, 3),
+                "calls": e.count,
+            }
+            for e in events[:top]
+        ]
 
     def compare(self, setting_a: str, setting_b: str) -> dict:
         setups = [self.training_setup(shlex.split(s)) for s in (setting_a, setting_b)]
@@ -365,6 +387,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument(
+        "--profile", action="store_true", help="train: top operators of one profiled step"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(

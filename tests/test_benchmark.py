@@ -29,7 +29,7 @@ def tiny_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--config", "tiny",
-         "--repeats", "1", "--out", str(out)],
+         "--repeats", "1", "--profile", "--out", str(out)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -67,6 +67,9 @@ def test_tiny_benchmark_reports_every_section(tiny_report):
     assert set(tiny_report["scaling"]) == {"global", "window_9"}
     assert _positive(tiny_report["peak_memory"]["peak_rss_mb"])
     assert _positive(train["gflop_per_step"]) and _positive(train["achieved_gflop_per_s"])
+    ops = train["profile_top_ops"]
+    assert ops and all(_positive(op["self_cpu_ms"]) and op["calls"] >= 1 for op in ops)
+    assert sum(op["share"] for op in ops) <= 1.0 + 1e-6
     assert _positive(tiny_report["infer"]["network_gflop_per_video"])
     peak = tiny_report["peak"]
     assert _positive(peak["float32_gflop_per_s"]) and _positive(peak["bfloat16_gflop_per_s"])
