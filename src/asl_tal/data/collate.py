@@ -24,8 +24,8 @@ def collate(
     In training ``T`` becomes :func:`padded_length` with ``max_seq_len`` (as ActionFormer:
     constant shapes for short crops), and a sample longer than ``max_seq_len`` is an error
     (the crop should have cut it). In evaluation ``T`` is only the longest video rounded up
-    to ``pad_multiple``: the network's outputs do not depend on padding (tested), and
-    padding every THUMOS test video (450–2,250 steps) to 2,304 would cost 1.7× the work.
+    to ``pad_multiple``: the network's outputs do not depend on padding (tested), and a
+    450-step THUMOS test video padded to its ``max_seq_len`` of 1,024 would cost 2.3× the work.
     GT rows pad to ``max(max N, 1)`` with label -1.
     """
     if not samples:
