@@ -146,3 +146,11 @@ def test_batched_equals_reference_on_random_videos(method: str) -> None:
         assert out_scores[b][keep[b]].tolist() == pytest.approx([e[0] for e in expected], abs=1e-12)
         assert out_segs[b][keep[b]].tolist() == [e[1] for e in expected]
         assert out_labels[b][keep[b]].tolist() == [e[2] for e in expected]
+
+
+def test_zero_length_segments_have_iou_zero() -> None:
+    # Two identical points [5, 5] and a point inside [0, 10]: no union, or no intersection,
+    # so nothing decays (IoU 0, e^0 = 1) and nothing is NaN.
+    segs, scores, _ = run(GAUSS, [[5, 5], [5, 5], [0, 10]], [0.9, 0.8, 0.7], [0, 0, 0])
+    assert segs == [[5, 5], [5, 5], [0, 10]]
+    assert scores == pytest.approx([0.9, 0.8, 0.7], abs=1e-12)

@@ -105,7 +105,7 @@ def _soft_nms_rounds(
         pick_start, pick_end = start[rows, idx, None], end[rows, idx, None]
         inter = (torch.minimum(end, pick_end) - torch.maximum(start, pick_start)).clamp(min=0)
         union = length + (pick_end - pick_start) - inter
-        iou = torch.where(union > 0, inter / union.clamp(min=tiny), 0.0)
+        iou = inter / union.clamp(min=tiny)  # union 0 means inter 0: the IoU is then 0
         score = score * _decay(iou, cfg)
         live &= score >= cfg.min_score
         best, idx = torch.where(live, score, neg).max(dim=1)
