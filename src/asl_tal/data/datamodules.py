@@ -8,7 +8,7 @@ and says how to obtain the data (``how_to_get``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -248,20 +248,14 @@ class TALDataModule(L.LightningDataModule):
 
     @property
     def sample_config(self) -> SampleConfig:
+        """The :class:`SampleConfig` keys of ``dataset.*``, taken by name from the config."""
         c = self.cfg
-        return SampleConfig(
-            fps=c.fps,
-            default_fps=c.default_fps,
-            feat_stride=c.feat_stride,
-            feat_window=c.feat_window,
-            max_seq_len=c.max_seq_len,
-            fixed_length=c.fixed_length,
-            crop_after_resample=c.crop_after_resample,
-            resample_geometry=c.resample_geometry,
-            crop_ratio=None if c.crop_ratio is None else tuple(float(r) for r in c.crop_ratio),
-            trunc_thresh=c.trunc_thresh,
-            class_agnostic=self.class_agnostic,
-        )
+        derived = {
+            "crop_ratio": None if c.crop_ratio is None else tuple(float(r) for r in c.crop_ratio),
+            "class_agnostic": self.class_agnostic,  # None in the config means "auto"
+        }
+        same = {f.name: getattr(c, f.name) for f in fields(SampleConfig) if f.name not in derived}
+        return SampleConfig(**same, **derived)
 
     def dataset(self, stage: str) -> TALDataset:
         """The stage's :class:`TALDataset` (training mode for ``"train"`` only)."""
