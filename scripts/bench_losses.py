@@ -17,9 +17,9 @@ import time
 import torch
 
 from asl_tal.data.batch import Batch, VideoMeta
-from asl_tal.losses.objective import ASLObjective
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
+from asl_tal.objective.objective import ASLObjective
 
 B, T, C, D, LEVELS, NUM_GT = 2, 1024, 20, 512, 6, 30
 

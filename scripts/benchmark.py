@@ -59,9 +59,9 @@ from asl_tal.bench import (
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
+from asl_tal.detector import ASLDetector
 from asl_tal.metrics.matching import detection_ap
-from asl_tal.models.detector import ASLDetector
-from asl_tal.models.param_groups import build_optimizer
+from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import decode_candidates
 from asl_tal.postprocess.nms import batched_nms

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from asl_tal.bench import fit_growth_exponent, summarize
-from asl_tal.models.sensitivity import InstanceSensitivity
+from asl_tal.objective.sensitivity import InstanceSensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

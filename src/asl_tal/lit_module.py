@@ -1,4 +1,4 @@
-"""LightningModule around :class:`~asl_tal.models.detector.ASLDetector`.
+"""LightningModule around :class:`~asl_tal.detector.ASLDetector`.
 
 Training logs every loss term, the learning rate (callback) and the learned class-level
 Gaussians; validation and test decode with the EMA weights, run NMS and update the
@@ -15,11 +15,11 @@ import torch
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import Batch
+from asl_tal.detector import ASLDetector
 from asl_tal.ema import ModelEMA
 from asl_tal.metrics.detection_map import TemporalActionDetectionMAP
 from asl_tal.metrics.recall import RecallAtK
-from asl_tal.models.detector import ASLDetector
-from asl_tal.models.param_groups import build_optimizer
+from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
 

@@ -4,7 +4,7 @@ Every plotting function builds a stand-alone :class:`matplotlib.figure.Figure` (
 state, safe under the Agg backend and in worker processes) and returns it; nothing is shown.
 :func:`figure_to_png` and :func:`figure_to_array` turn a figure into a file or an image array.
 
-Sensitivity records are those of :meth:`asl_tal.models.detector.ASLDetector.sensitivity_maps`
+Sensitivity records are those of :meth:`asl_tal.detector.ASLDetector.sensitivity_maps`
 (one dict per GT instance, level-0 frames in grid units). The synthetic benchmark's annotation
 file also records each instance's sub-phases (``start``, ``core``, ``end`` in seconds);
 :func:`load_phases` and :func:`match_phases` attach them to a record.
@@ -31,7 +31,7 @@ from asl_tal.metrics.matching import (
     ranked_true_positives,
     segment_tiou,
 )
-from asl_tal.models.sensitivity import gaussian
+from asl_tal.objective.sensitivity import gaussian
 from asl_tal.postprocess.decode import Detections
 
 CLS_CURVES = ("p_cls", "q_cls", "h_cls")

@@ -15,7 +15,7 @@ import asl_tal.app  # noqa: F401  (registers the ${sum:...} resolver)
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.ema import ModelEMA
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError, warmup_cosine
-from asl_tal.models.param_groups import build_optimizer
+from asl_tal.optim import build_optimizer
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -11,7 +11,7 @@ from torch import nn
 from asl_tal.models.blocks import AffineDropPath
 from asl_tal.models.heads import pack_levels
 from asl_tal.models.network import ASLNetwork
-from asl_tal.models.param_groups import build_optimizer, parameter_groups
+from asl_tal.optim import build_optimizer, parameter_groups
 
 SMALL = dict(
     input_dim=12, num_classes=5, d_emb=16, n_heads=4, l1=1, l2=2, l3=3, head_width=8,

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from asl_tal.models.assignment import assign_targets
 from asl_tal.models.points import PointGenerator
+from asl_tal.objective.assignment import assign_targets
 
 
 def reference_assign(points, segments, seg_mask, labels, num_classes, radius=1.5):

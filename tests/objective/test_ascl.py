@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asl_tal.losses.ascl import ASCLoss, info_nce
+from asl_tal.objective.ascl import ASCLoss, info_nce
 
 
 def identity_head(loss: ASCLoss) -> None:

@@ -13,17 +13,17 @@ import torch.distributed as dist
 from torch import nn
 
 from asl_tal.data.batch import Batch
-from asl_tal.losses.ascl import ASCLoss, inside_map
-from asl_tal.losses.diou import DIoULoss, offset_iou
-from asl_tal.losses.focal import SigmoidFocalLoss
-from asl_tal.losses.sensitivity import SensitivityRegressionLoss
-from asl_tal.models.assignment import Targets, assign_targets
 from asl_tal.models.outputs import NetworkOutput
-from asl_tal.models.sensitivity import (
+from asl_tal.objective.ascl import ASCLoss, inside_map
+from asl_tal.objective.assignment import Targets, assign_targets
+from asl_tal.objective.diou import DIoULoss, offset_iou
+from asl_tal.objective.focal import SigmoidFocalLoss
+from asl_tal.objective.sensitivity import (
     ClassSensitivity,
     InstanceSensitivity,
     combine_sensitivity,
 )
+from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 
 ASCL_DEFAULTS = {
     "weight": 0.1,

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from asl_tal.data.batch import Batch
-from asl_tal.losses.objective import ASLObjective
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
+from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, postprocess
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from asl_tal.data.batch import Batch, VideoMeta
-from asl_tal.losses.objective import ASLObjective
-from asl_tal.models.assignment import assign_targets
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
+from asl_tal.objective.assignment import assign_targets
+from asl_tal.objective.objective import ASLObjective
 
 C, D, T = 3, 8, 64
 

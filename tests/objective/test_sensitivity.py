@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from asl_tal.models.assignment import assign_targets
 from asl_tal.models.points import PointGenerator
-from asl_tal.models.sensitivity import ClassSensitivity, InstanceEvaluator, InstanceSensitivity
+from asl_tal.objective.assignment import assign_targets
+from asl_tal.objective.sensitivity import ClassSensitivity, InstanceEvaluator, InstanceSensitivity
 
 
 def g(x, mu, sigma):

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from asl_tal.losses.diou import DIoULoss, offset_iou
-from asl_tal.losses.focal import SigmoidFocalLoss
-from asl_tal.losses.sensitivity import SensitivityRegressionLoss
+from asl_tal.objective.diou import DIoULoss, offset_iou
+from asl_tal.objective.focal import SigmoidFocalLoss
+from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 
 
 def logit(p):
