@@ -124,7 +124,7 @@ def test_dense_inside_gts_equals_per_gt_evaluation(l4):
     """The dense pass + boundary windows equals Φ run on each GT's frames alone."""
     generator = torch.Generator().manual_seed(l4)
     d, seq_len = 6, 40
-    inst = InstanceSensitivity(d, l4)
+    inst = InstanceSensitivity(d, l4, "inside_gt", 16)
     with torch.no_grad():
         for param in inst.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.5)

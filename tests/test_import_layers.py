@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "asl_tal"
 LAYERS = {
     "__init__": 0,
     "data": 0,
+    "settings": -1,
     "ema": 1,
     "models": 1,
     "postprocess": 1,
@@ -34,7 +35,7 @@ LAYERS = {
     "app": 5,
     "callbacks": 5,
     "viz": 4,
-    "conf": 5,
+    "conf": -1,
     "convert": 6,
     "evaluate": 6,
     "train": 6,

@@ -23,15 +23,16 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+import asl_tal.conf  # noqa: F401  (registers the config resolvers)
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.data.features import FeatureError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.models.network import required_multiple
 from asl_tal.submission import write_activitynet_results
 
 log = logging.getLogger("asl_tal")
 
-OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 # the EMA copy is deliberately kept in eval mode while training
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
@@ -65,11 +66,15 @@ def run_dir() -> Path:
     return Path.cwd()
 
 
-def build_datamodule(cfg: DictConfig) -> TALDataModule:
-    """Instantiate ``cfg.dataset`` (its ``name`` key is ours, not the data module's)."""
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    dataset_cfg.pop("name")
-    return instantiate(dataset_cfg, _convert_="all")
+def build_datamodule(cfg: DictConfig, l3: int | None = None) -> TALDataModule:
+    """Instantiate ``cfg.dataset``, padding batches for a network with ``l3`` down-sampling
+    blocks (default: ``cfg.model.network.l3``; a checkpoint's when evaluating one)."""
+    l3 = cfg.model.network.l3 if l3 is None else l3
+    return instantiate(
+        OmegaConf.to_container(cfg.dataset, resolve=True),
+        pad_multiple=required_multiple(l3),
+        _convert_="all",
+    )
 
 
 def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
@@ -127,12 +132,85 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callback_list, logger=loggers or False)
 
 
+# Keys that checkpoints written before the config tree was split into blocks (network,
+# points, sensitivity, ascl, loss, ema) leave out, with the values the code then used.
+LEGACY_NETWORK_KEYS = (
+    "input_dim", "stream_dims", "d_emb", "n_heads", "l1", "l2", "l3", "head_width",
+    "t_c_alpha", "channel_attention", "attn_window", "attn_window_levels", "abs_pos_enc",
+    "max_seq_len", "dropout", "path_drop", "prior_prob",
+)  # fmt: skip
+LEGACY_DEFAULTS = {
+    "network": {"head_layers": 3},
+    "sensitivity": {"normalize": "none", "evaluator_tile_len": 16},
+    "ascl": {"tau": None, "window_ratio": 0.2},
+    "postprocess": {"topk_per_level": True},
+}
+
+
+def upgrade_hparams(hparams: dict) -> dict:
+    """The hyper-parameters of a checkpoint in today's layout (older layouts converted)."""
+    model = dict(hparams["model"])
+    if "network" in model:
+        return hparams
+    network = {key: model.pop(key) for key in LEGACY_NETWORK_KEYS}
+    sensitivity = dict(model["sensitivity"])
+    sensitivity.setdefault("evaluator_layers", model.pop("l4"))
+    upgraded = {
+        "network": {**LEGACY_DEFAULTS["network"], **network},
+        "points": {"regression_ranges": model.get("regression_ranges")},
+        "sensitivity": {**LEGACY_DEFAULTS["sensitivity"], **sensitivity},
+        "ascl": {**LEGACY_DEFAULTS["ascl"], **model["ascl"]},
+        "loss": dict(model["loss"]),
+        "ema": dict(model["ema"]),
+        "compile": bool(model.get("compile", False)),
+    }
+    return {
+        **hparams,
+        "model": upgraded,
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, **hparams["optimizer"]},
+        "scheduler": {
+            "_target_": "asl_tal.optim.warmup_cosine",
+            "_partial_": True,
+            **hparams["scheduler"],
+        },
+        "postprocess": {**LEGACY_DEFAULTS["postprocess"], **hparams["postprocess"]},
+    }
+
+
+def check_trained_on(
+    hparams: dict,
+    path: str | Path,
+    class_names: list[str] | None = None,
+    input_dim: int | list[int] | None = None,
+) -> None:
+    """Raise :class:`CheckpointMismatchError` unless a checkpoint with ``hparams`` was trained
+    on these classes and this feature width (None = not checked)."""
+    trained_classes = list(hparams["class_names"])
+    if class_names is not None and trained_classes != list(class_names):
+        raise CheckpointMismatchError(
+            f"{path}: trained on {len(trained_classes)} classes ({trained_classes[:3]}...), the "
+            f"current dataset has {len(class_names)} ({list(class_names)[:3]}...)"
+        )
+    trained_dim = hparams["model"]["network"]["input_dim"]
+    if input_dim is not None and trained_dim != input_dim:
+        raise CheckpointMismatchError(
+            f"{path}: trained on features of width {trained_dim}, the current dataset has "
+            f"dataset.input_dim={input_dim}"
+        )
+
+
 def load_checkpoint(
     path: str | Path,
     class_names: list[str] | None = None,
     input_dim: int | list[int] | None = None,
+    postprocess: dict | None = None,
+    evaluation: dict | None = None,
 ) -> ASLLitModule:
-    """Load an asl-tal checkpoint, checking its classes and feature width where given."""
+    """Load an asl-tal checkpoint, checking its classes and feature width where given.
+
+    ``postprocess`` / ``evaluation`` replace the checkpoint's settings (the module's saved
+    hyper-parameters then say what it runs with).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
@@ -140,18 +218,12 @@ def load_checkpoint(
     hparams = ckpt.get("hyper_parameters")
     if not hparams or "class_names" not in hparams:
         raise CheckpointMismatchError(f"{path}: not an asl-tal checkpoint (no hyper_parameters)")
-    trained_classes = list(hparams["class_names"])
-    if class_names is not None and trained_classes != list(class_names):
-        raise CheckpointMismatchError(
-            f"{path}: trained on {len(trained_classes)} classes ({trained_classes[:3]}...), the "
-            f"current dataset has {len(class_names)} ({list(class_names)[:3]}...)"
-        )
-    trained_dim = hparams["model"]["input_dim"]
-    if input_dim is not None and trained_dim != input_dim:
-        raise CheckpointMismatchError(
-            f"{path}: trained on features of width {trained_dim}, the current dataset has "
-            f"dataset.input_dim={input_dim}"
-        )
+    hparams = upgrade_hparams(dict(hparams))
+    check_trained_on(hparams, path, class_names, input_dim)
+    if postprocess is not None:
+        hparams["postprocess"] = postprocess
+    if evaluation is not None:
+        hparams["evaluation"] = evaluation
     module = ASLLitModule(**hparams)
     module.load_state_dict(ckpt["state_dict"])
     return module

@@ -17,28 +17,10 @@ from asl_tal.models.network import ASLNetwork
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
 from asl_tal.objective.objective import ASLObjective
+from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, postprocess
-
-NETWORK_KEYS = (
-    "input_dim",
-    "stream_dims",
-    "d_emb",
-    "n_heads",
-    "l1",
-    "l2",
-    "l3",
-    "head_width",
-    "t_c_alpha",
-    "channel_attention",
-    "attn_window",
-    "attn_window_levels",
-    "abs_pos_enc",
-    "max_seq_len",
-    "dropout",
-    "path_drop",
-    "prior_prob",
-)
+from asl_tal.settings import settings_from
 
 
 class ASLDetector(nn.Module):
@@ -47,40 +29,40 @@ class ASLDetector(nn.Module):
     Args:
         network: the backbone + heads.
         objective: assignment, sensitivity modules and loss terms.
-        regression_ranges: one ``(lo, hi)`` per pyramid level (None = doubling defaults).
+        point_generator: the pyramid's points and their regression ranges.
     """
 
     def __init__(
-        self,
-        network: ASLNetwork,
-        objective: ASLObjective,
-        regression_ranges: Sequence[Sequence[float]] | None = None,
+        self, network: ASLNetwork, objective: ASLObjective, point_generator: PointGenerator
     ) -> None:
         super().__init__()
+        if point_generator.num_levels != network.num_levels:
+            raise ValueError(
+                f"{point_generator.num_levels} point levels for a network with "
+                f"{network.num_levels} pyramid levels"
+            )
         self.network = network
         self.objective = objective
-        ranges = None if regression_ranges is None else [tuple(r) for r in regression_ranges]
-        self.point_generator = PointGenerator(network.num_levels, ranges)
+        self.point_generator = point_generator
 
     @classmethod
     def from_config(
         cls, cfg: Mapping, num_classes: int, class_counts: Sequence[int] | None = None
     ) -> ASLDetector:
-        """Build from the ``model`` config group (a plain dict or DictConfig)."""
-        network = ASLNetwork(
-            num_classes=num_classes,
-            class_counts=class_counts,
-            **{key: cfg[key] for key in NETWORK_KEYS},
-        )
+        """Build from the ``model`` config: each block feeds one constructor.
+
+        ``network`` -> :class:`ASLNetwork`, ``points`` -> :class:`PointGenerator`,
+        ``sensitivity`` / ``ascl`` / ``loss`` -> the objective's settings.
+        """
+        network = ASLNetwork(num_classes=num_classes, class_counts=class_counts, **cfg["network"])
         objective = ASLObjective(
-            num_classes=num_classes,
-            d_emb=cfg["d_emb"],
-            l4=cfg["l4"],
-            ascl=dict(cfg["ascl"]),
-            **dict(cfg["sensitivity"]),
-            **dict(cfg["loss"]),
+            num_classes,
+            network.d_emb,
+            settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
+            settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
+            settings_from(LossSettings, cfg["loss"], "model.loss"),
         )
-        return cls(network, objective, cfg.get("regression_ranges"))
+        return cls(network, objective, PointGenerator(network.num_levels, **cfg["points"]))
 
     @property
     def required_multiple(self) -> int:

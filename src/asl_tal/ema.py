@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights (ASL.md §7).
+"""Exponential moving average of a model's weights (docs/method.md §7).
 
 ActionFormer's fixed decay 0.999 leaves the average close to the initial weights for the
 first few hundred steps, so short runs would evaluate stale weights. With ``warmup`` the

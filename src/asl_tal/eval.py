@@ -13,32 +13,35 @@ from omegaconf import DictConfig, OmegaConf
 from asl_tal.app import (
     build_datamodule,
     build_trainer,
+    check_trained_on,
     load_checkpoint,
     run_dir,
     user_errors,
     write_test_results,
 )
-from asl_tal.postprocess.config import PostprocessConfig
+from asl_tal.conf import CONFIG_PATH
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Test ``cfg.ckpt_path`` on the dataset's test subset; returns the logged metrics."""
-    datamodule = build_datamodule(cfg)
+    module = load_checkpoint(
+        cfg.ckpt_path,
+        postprocess=OmegaConf.to_container(cfg.postprocess, resolve=True),
+        evaluation=OmegaConf.to_container(cfg.evaluation, resolve=True),
+    )
+    datamodule = build_datamodule(cfg, l3=module.detector.network.l3)
     datamodule.prepare_data()
     datamodule.setup("test")
-    module = load_checkpoint(
-        cfg.ckpt_path, list(datamodule.class_map.names), datamodule.cfg.input_dim
+    check_trained_on(
+        module.hparams, cfg.ckpt_path, list(datamodule.class_map.names), datamodule.cfg.input_dim
     )
-    module.postprocess_cfg = PostprocessConfig(**OmegaConf.to_container(cfg.postprocess))
-    module.evaluation = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    datamodule.pad_multiple = module.detector.required_multiple
     trainer = build_trainer(cfg, callbacks=False)
     trainer.test(module, datamodule=datamodule)
     write_test_results(trainer, module, datamodule, run_dir(), "test")
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> None:
     with user_errors():
         evaluate(cfg)

@@ -7,11 +7,11 @@ detection mAP metric; ``predict_step`` returns detections in seconds.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import Batch
@@ -28,21 +28,14 @@ class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN/Inf; the message names the batch's videos."""
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up from 0 to 1, then cosine decay to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 class ASLLitModule(L.LightningModule):
     """Train / evaluate / predict an ASL detector.
 
     Args:
-        model: the ``model`` config group (architecture, sensitivity, ASCL, loss, EMA).
-        optimizer: ``lr``, ``weight_decay``, ``betas``, ``fused``.
-        scheduler: ``warmup_epochs``, ``eta_min`` (absolute lr floor).
+        model: the ``model`` config: the detector's blocks (:meth:`ASLDetector.from_config`),
+            ``ema`` (``enabled``, ``decay``, ``warmup``) and ``compile``.
+        optimizer: the ``optimizer`` config, a partial torch optimizer (``_target_``).
+        scheduler: the ``scheduler`` config, a partial of a schedule in :mod:`asl_tal.optim`.
         postprocess: :class:`PostprocessConfig` fields.
         evaluation: ``tiou_thresholds`` and the Recall@k settings.
         class_names: the class map (names by id) of the dataset the model is trained on.
@@ -70,13 +63,9 @@ class ASLLitModule(L.LightningModule):
         self.class_names = list(class_names)
         self.num_model_classes = num_model_classes or len(self.class_names)
         self.detector = ASLDetector.from_config(model, self.num_model_classes, class_counts)
-        ema_cfg = model.get("ema", {})
-        self.ema = (
-            ModelEMA(self.detector, ema_cfg.get("decay", 0.999), ema_cfg.get("warmup", True))
-            if ema_cfg.get("enabled", True)
-            else None
-        )
-        if model.get("compile", False):
+        ema = model["ema"]
+        self.ema = ModelEMA(self.detector, ema["decay"], ema["warmup"]) if ema["enabled"] else None
+        if model["compile"]:
             # compile the bound forward: parameter names (and so checkpoints) stay unchanged
             network = self.detector.network
             network.forward = torch.compile(network.forward, dynamic=True)
@@ -104,7 +93,7 @@ class ASLLitModule(L.LightningModule):
         )
         self.metrics[stage] = metric.to(self.device)
         self.video_indices[stage] = dict(video_index)
-        recall_topk = list(self.evaluation.get("recall_topk") or [])
+        recall_topk = list(self.evaluation["recall_topk"])
         if recall_topk:
             recall = RecallAtK(
                 gt=gt,
@@ -112,8 +101,8 @@ class ASLLitModule(L.LightningModule):
                 num_classes=len(self.class_names),
                 ks=tuple(recall_topk),
                 tiou_thresholds=list(self.evaluation["recall_tiou_thresholds"]),
-                strict_greater=self.evaluation.get("recall_strict_greater", False),
-                average=self.evaluation.get("recall_average", "instance"),
+                strict_greater=self.evaluation["recall_strict_greater"],
+                average=self.evaluation["recall_average"],
             )
             self.recalls[stage] = recall.to(self.device)
 
@@ -263,19 +252,10 @@ class ASLLitModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_optimizers(self):
-        opt_cfg = self.hparams.optimizer
-        optimizer = build_optimizer(self.detector, opt_cfg)
+        optimizer = build_optimizer(self.detector, self.hparams.optimizer)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, total_steps // max_epochs)
-        warmup_steps = min(
-            total_steps, int(self.hparams.scheduler["warmup_epochs"]) * steps_per_epoch
-        )
-        min_ratio = float(self.hparams.scheduler.get("eta_min", 0.0)) / opt_cfg["lr"]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: warmup_cosine(step, max(1, warmup_steps), total_steps, min_ratio),
-        )
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = instantiate(dict(self.hparams.scheduler))(optimizer, steps_per_epoch)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,14 +1,27 @@
 """Detect actions in raw features: ``python -m asl_tal.predict ckpt_path=... input=PATH``.
 
-``input`` is one feature file or a folder of them (``.npy`` / ``.npz`` / ``.pt``, ``(T, D)``,
-one per video, named ``<video_id><ext>``). No annotation is needed: each video's duration is
-``((T − 1)·stride + window) / fps`` from the dataset config (DATASETS.md §2) unless
-``duration`` is given. Writes an ActivityNet results JSON with class names as labels.
+``input`` is one feature file or a folder of them, ``(T, D)`` time-major: ``.npy``, ``.npz``
+(key ``feats``) or ``.pt`` named ``<video_id><ext>``, one per video, or ``.h5`` / ``.hdf5``
+holding one dataset per video id (suffixes in any case). No annotation is needed: each
+video's duration is ``((T − 1)·stride + window) / fps`` from the dataset config
+(docs/data.md §3) unless ``duration`` is given. Writes an ActivityNet results JSON with class
+names as labels.
+
+A file that cannot be read (or two files giving the same video id) does not stop the others:
+every readable video gets its detections written, then a summary on stderr (and in the log)
+names each skipped file and why, and the exit status is 2. Entries of the folder that are
+not feature files are listed as ignored (exit status unchanged). ``output`` overwrites only
+an earlier results file of this layout, never an input.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -19,38 +32,201 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from asl_tal.app import UserInputError, build_trainer, load_checkpoint, run_dir, user_errors
+from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
-from asl_tal.data.batch import VideoMeta
+from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import VideoSample
-from asl_tal.data.features import FeatureError, check_features, load_array
+from asl_tal.data.features import (
+    HDF5_EXTS,
+    FeatureError,
+    check_features,
+    hdf5_members,
+    load_array,
+)
 from asl_tal.data.transforms import resample_features, resample_meta
-from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.submission import write_activitynet_results
 
 log = logging.getLogger("asl_tal.predict")
 
-FEATURE_EXTS = (".npy", ".npz", ".pt")
+FEATURE_EXTS = (".npy", ".npz", ".pt", *HDF5_EXTS)
+# exit status when some input was skipped (the output holds the other videos)
+SKIPPED_EXIT = 2
+# the top-level fields and the entry fields of the results file predict writes
+RESULTS_KEYS = {"version", "results", "external_data"}
+ENTRY_KEYS = {"label", "score", "segment"}
 
 
-def feature_files(path: str | Path) -> list[Path]:
-    """The feature files named by ``path`` (a file, or a folder's files sorted by name)."""
+class OutputError(UserInputError):
+    """``output`` names a path predict must not write (an input, or a file it did not write)."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """Where one video's features are: a file, or a dataset (``key``) of an HDF5 file."""
+
+    video_id: str
+    path: Path
+    key: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.key is None else f"{self.path}:{self.key}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input left out: ``what`` (a file, ``file:dataset`` or several) and why."""
+
+    what: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.what}: {' '.join(self.reason.split())}"
+
+
+@dataclass
+class Inventory:
+    """The videos of an ``input`` and what was left out of it.
+
+    Attributes:
+        sources: the videos to run, sorted by file name.
+        files: every feature file of the input (what ``output`` must never be).
+        skipped: inputs that are errors (unreadable, ambiguous): exit status 2.
+        ignored: folder entries that are not feature files (unsupported suffix, sub-folders).
+    """
+
+    sources: list[VideoSource] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    ignored: list[Skipped] = field(default_factory=list)
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """``err``'s message without the leading ``<path>: `` that feature errors carry."""
+    message = str(err) if isinstance(err, FeatureError) else f"{type(err).__name__}: {err}"
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def _is_feature_file(path: Path) -> bool:
+    return path.suffix.lower() in FEATURE_EXTS
+
+
+def find_videos(path: str | Path) -> Inventory:
+    """The videos named by ``path``: one feature file, or a folder's files sorted by name.
+
+    Raises (before any work) when ``path`` does not exist, is a file of an unsupported
+    format, or is a folder without any feature file. Unreadable HDF5 files and video ids
+    given by two sources are recorded in ``skipped``; other folder entries in ``ignored``.
+    """
     path = Path(path)
+    inv = Inventory()
+    supported = ", ".join(FEATURE_EXTS)
     if path.is_file():
-        return [path]
-    if not path.is_dir():
+        if not _is_feature_file(path):
+            raise FeatureError(
+                f"input {path}: unsupported feature file suffix {path.suffix!r} (reads {supported})"
+            )
+        inv.files = [path]
+    elif path.is_dir():
+        for entry in sorted(path.iterdir()):
+            if entry.is_dir():
+                inv.ignored.append(Skipped(str(entry), "a folder (sub-folders are not read)"))
+            elif _is_feature_file(entry):
+                inv.files.append(entry)
+            else:
+                inv.ignored.append(
+                    Skipped(str(entry), f"unsupported suffix {entry.suffix!r} (reads {supported})")
+                )
+        if not inv.files:
+            raise FeatureError(f"input {path}: no feature files ({supported})")
+    else:
         raise FileNotFoundError(f"input {path}: no such feature file or folder")
-    files = sorted(p for p in path.iterdir() if p.suffix in FEATURE_EXTS)
-    if not files:
-        raise FeatureError(f"input {path}: no feature files ({', '.join(FEATURE_EXTS)})")
-    return files
+
+    sources: list[VideoSource] = []
+    for file in inv.files:
+        if file.suffix.lower() not in HDF5_EXTS:
+            sources.append(VideoSource(file.stem, file))
+            continue
+        try:
+            datasets, others = hdf5_members(file)
+        except FeatureError as err:
+            inv.skipped.append(Skipped(str(file), _reason(err, file)))
+            continue
+        if not datasets:
+            inv.skipped.append(Skipped(str(file), "HDF5 file without datasets (no videos)"))
+        sources.extend(VideoSource(name, file, name) for name in datasets)
+        inv.ignored.extend(
+            Skipped(f"{file}:{name}", "not an HDF5 dataset (groups are not read)")
+            for name in others
+        )
+
+    by_id: dict[str, list[VideoSource]] = {}
+    for source in sources:
+        by_id.setdefault(source.video_id, []).append(source)
+    for video_id, same in by_id.items():
+        if len(same) > 1:
+            inv.skipped.append(
+                Skipped(
+                    " and ".join(s.name for s in same),
+                    f"both give video {video_id!r}; keep one (rename or remove the other)",
+                )
+            )
+    inv.sources = [s for s in sources if len(by_id[s.video_id]) == 1]
+    return inv
+
+
+def is_predict_results(path: Path) -> bool:
+    """True when ``path`` holds a results file in the layout predict writes
+    (``{"version", "results": {video: [{"label", "score", "segment"}]}, "external_data"}``)."""
+    try:
+        with path.open("rb") as f:
+            if not f.read(4096).lstrip().startswith(b"{"):
+                return False
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(data, dict) or set(data) != RESULTS_KEYS:
+        return False
+    results = data["results"]
+    if not (isinstance(data["version"], str) and data["external_data"] == {}):
+        return False
+    if not isinstance(results, dict):
+        return False
+    return all(
+        isinstance(entries, list)
+        and all(isinstance(e, dict) and set(e) == ENTRY_KEYS for e in entries)
+        for entries in results.values()
+    )
+
+
+def check_output(output: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
+    write (:func:`is_predict_results`)."""
+    if not output.exists():
+        return
+    if output.is_dir():
+        raise OutputError(f"output {output} is a folder; give a file name (e.g. {output}/x.json)")
+    for path in inputs:
+        if os.path.samefile(output, path):
+            raise OutputError(
+                f"output {output} is one of the input feature files; choose another path"
+            )
+    if not is_predict_results(output):
+        raise OutputError(
+            f"output {output} exists and is not a predict results file; refusing to "
+            "overwrite it (choose another path or remove it)"
+        )
 
 
 class RawFeatureDataset(Dataset):
-    """Un-annotated videos, one feature file each, as evaluation samples.
+    """Un-annotated videos as evaluation samples.
+
+    An item that cannot be read comes back as a :class:`Skipped` instead of a sample.
 
     Args:
-        files: feature files; the video id is the file name without extension.
+        sources: the videos (see :func:`find_videos`).
         input_dim: expected feature width ``D``.
         fps, stride, window: grid geometry (``stride=None``: features per second, which
             needs ``duration``).
@@ -61,7 +237,7 @@ class RawFeatureDataset(Dataset):
 
     def __init__(
         self,
-        files: list[Path],
+        sources: list[VideoSource],
         input_dim: int,
         fps: float | None,
         stride: float | None,
@@ -79,7 +255,7 @@ class RawFeatureDataset(Dataset):
             raise UserInputError(
                 "no frame rate: set fps=... (or dataset.fps / dataset.default_fps)"
             )
-        self.files = files
+        self.sources = sources
         self.input_dim = input_dim
         self.fps, self.stride, self.duration = fps, stride, duration
         self.window = window if window is not None else stride
@@ -87,7 +263,7 @@ class RawFeatureDataset(Dataset):
         self.resample_geometry = resample_geometry
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.sources)
 
     def meta(self, video_id: str, num_feats: int) -> VideoMeta:
         """Grid geometry of a video with ``num_feats`` steps."""
@@ -98,10 +274,11 @@ class RawFeatureDataset(Dataset):
         duration = self.duration or ((num_feats - 1) * stride + window) / fps
         return VideoMeta(video_id, duration, fps, stride, window, 0.0, num_feats)
 
-    def __getitem__(self, index: int) -> VideoSample:
-        path = self.files[index]
-        video_id = path.stem
-        array = check_features(load_array(path, video_id), self.input_dim, path, video_id)
+    def read(self, source: VideoSource) -> VideoSample:
+        """The sample of one video (raises on unreadable or invalid features)."""
+        video_id = source.video_id
+        array = load_array(source.path, video_id, source.key)
+        array = check_features(array, self.input_dim, source.path, video_id)
         feats = torch.from_numpy(np.ascontiguousarray(array.T))
         meta = self.meta(video_id, feats.shape[1])
         if self.fixed_length is not None:
@@ -110,24 +287,114 @@ class RawFeatureDataset(Dataset):
         empty = torch.zeros(0, 2)
         return VideoSample(feats.contiguous(), empty, torch.zeros(0, dtype=torch.long), meta)
 
+    def __getitem__(self, index: int) -> VideoSample | Skipped:
+        source = self.sources[index]
+        try:
+            return self.read(source)
+        except (FeatureError, OSError, ValueError, TypeError) as err:
+            return Skipped(source.name, _reason(err, source.path))
 
-def predict(cfg: DictConfig) -> Path:
-    """Run ``cfg.ckpt_path`` on ``cfg.input``; returns the written detections file."""
+
+def collate_readable(
+    samples: Sequence[VideoSample | Skipped], pad_multiple: int
+) -> tuple[Batch | None, list[Skipped]]:
+    """The batch of the readable samples (None if none) and the skipped ones."""
+    skipped = [s for s in samples if isinstance(s, Skipped)]
+    good = [s for s in samples if not isinstance(s, Skipped)]
+    # evaluation pads to the longest video only: collate ignores max_seq_len with train=False
+    batch = collate(good, pad_multiple, max_seq_len=None, train=False) if good else None
+    return batch, skipped
+
+
+class ReadableBatches:
+    """The batches of ``loader`` (of :func:`collate_readable`) with a sample left, recording
+    the skipped samples in ``skipped``."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.skipped: list[Skipped] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch, skipped in self.loader:
+            self.skipped.extend(skipped)
+            if batch is not None:
+                yield batch
+
+
+def guard_predict_step(module, names: dict[str, str]) -> list[Skipped]:
+    """Make a failure of ``module.predict_step`` skip its batch's videos instead of ending
+    the run; returns the list that collects them (``names``: video id -> source name)."""
+    failed: list[Skipped] = []
+    predict_step = module.predict_step
+
+    def guarded(batch: Batch, *args, **kwargs):
+        try:
+            return predict_step(batch, *args, **kwargs)
+        except Exception as err:  # one video's failure must not lose the others' detections
+            reason = f"inference failed ({type(err).__name__}: {err})"
+            failed.extend(Skipped(names.get(v, v), reason) for v in batch.video_ids)
+            return []
+
+    module.predict_step = guarded
+    return failed
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    """What a predict run did: ``output`` (None when nothing was written), the number of
+    videos in it, and the inputs skipped (errors) or ignored (not feature files)."""
+
+    output: Path | None
+    num_videos: int
+    skipped: list[Skipped]
+    ignored: list[Skipped]
+
+
+def _write_atomically(output: Path, write) -> None:
+    """``write(tmp)`` next to ``output``, then move it in place (no half-written output)."""
+    target = output.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def report_summary(report: PredictReport) -> None:
+    """One line per skipped and ignored input, to the log and to stderr."""
+    lines = []
+    if report.ignored:
+        lines.append(f"ignored {len(report.ignored)} input entries (not feature files):")
+        lines.extend(f"  ignored {s.line()}" for s in report.ignored)
+    if report.skipped:
+        lines.append(f"skipped {len(report.skipped)} inputs (no detections for them):")
+        lines.extend(f"  skipped {s.line()}" for s in report.skipped)
+    for line in lines:
+        log.warning("%s", line)
+        print(line, file=sys.stderr)
+
+
+def predict(cfg: DictConfig) -> PredictReport:
+    """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
+
+    Raises a user error before any work for a bad ``input`` or ``output``, and after the
+    run when no video could be read (nothing is written then).
+    """
     data = cfg.dataset
     if OmegaConf.is_list(data.input_dim):
         raise UserInputError(
             "predict reads single-stream features; this dataset has several streams"
         )
-    module = load_checkpoint(cfg.ckpt_path, input_dim=int(data.input_dim))
-    if module.num_model_classes != len(module.class_names):
-        raise UserInputError(
-            f"{cfg.ckpt_path}: a class-agnostic checkpoint (ActivityNet's second variant) needs "
-            "video-level class scores to name its detections; use python -m asl_tal.eval "
-            "with dataset.ext_score_file instead"
-        )
-    module.postprocess_cfg = PostprocessConfig(**OmegaConf.to_container(cfg.postprocess))
+    inventory = find_videos(cfg.input)
+    output = Path(cfg.output) if cfg.get("output") else run_dir() / "results" / "predictions.json"
+    check_output(output, inventory.files)
     dataset = RawFeatureDataset(
-        feature_files(cfg.input),
+        inventory.sources,
         input_dim=int(data.input_dim),
         fps=cfg.get("fps") or data.get("fps") or data.get("default_fps"),
         stride=data.feat_stride,
@@ -136,30 +403,56 @@ def predict(cfg: DictConfig) -> Path:
         fixed_length=data.fixed_length,
         resample_geometry=data.get("resample_geometry", "spec"),
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=1,
-        collate_fn=partial(
-            collate,
-            pad_multiple=module.detector.required_multiple,
-            max_seq_len=data.max_seq_len,
-            train=False,
-        ),
+    module = load_checkpoint(
+        cfg.ckpt_path,
+        input_dim=int(data.input_dim),
+        postprocess=OmegaConf.to_container(cfg.postprocess, resolve=True),
     )
-    trainer = build_trainer(cfg, callbacks=False)
-    batches = trainer.predict(module, dataloaders=loader)
-    detections = dict(item for batch in batches for item in batch)
-    output = Path(cfg.output) if cfg.get("output") else run_dir() / "results" / "predictions.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_activitynet_results(output, detections, ClassMap(tuple(module.class_names)))
+    if module.num_model_classes != len(module.class_names):
+        raise UserInputError(
+            f"{cfg.ckpt_path}: a class-agnostic checkpoint (ActivityNet's second variant) needs "
+            "video-level class scores to name its detections; use python -m asl_tal.eval "
+            "with dataset.ext_score_file instead"
+        )
+
+    detections: dict = {}
+    batches = ReadableBatches(
+        DataLoader(
+            dataset,
+            batch_size=1,
+            collate_fn=partial(collate_readable, pad_multiple=module.detector.required_multiple),
+        )
+    )
+    failed = guard_predict_step(module, {s.video_id: s.name for s in inventory.sources})
+    if inventory.sources:
+        trainer = build_trainer(cfg, callbacks=False)
+        predictions = trainer.predict(module, dataloaders=batches) or []
+        detections = dict(item for batch in predictions for item in batch)
+    skipped = inventory.skipped + batches.skipped + failed
+    report = PredictReport(output, len(detections), skipped, inventory.ignored)
+    if not detections:
+        report_summary(report)
+        raise UserInputError(
+            f"input {cfg.input}: no video could be read and run (listed above); nothing written"
+        )
+    class_map = ClassMap(tuple(module.class_names))
+    _write_atomically(output, lambda p: write_activitynet_results(p, detections, class_map))
     log.info("%d videos, detections written to %s", len(detections), output)
-    return output
+    report_summary(report)
+    return report
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        predict(cfg)
+        report = predict(cfg)
+    if report.skipped:
+        print(
+            f"error: {len(report.skipped)} inputs skipped (listed above); the detections of "
+            f"the other {report.num_videos} videos are in {report.output}",
+            file=sys.stderr,
+        )
+        raise SystemExit(SKIPPED_EXIT)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from asl_tal.app import (
     user_errors,
     write_test_results,
 )
+from asl_tal.conf import CONFIG_PATH
 
 log = logging.getLogger("asl_tal.train")
 
@@ -39,7 +40,6 @@ def train(cfg: DictConfig) -> float | None:
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
-    datamodule.pad_multiple = module.detector.required_multiple
     directory = run_dir()
     datamodule.class_map.save(directory / "class_map.json")
 
@@ -60,7 +60,7 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with user_errors():
         return train(cfg)

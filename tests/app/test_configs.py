@@ -12,7 +12,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
-# DATASETS.md §1: (D, fixed length or None, max_seq_len, bs, lr, epochs, wd, l1..l4, heads, d, C)
+# docs/data.md §1: (D, fixed length or None, max_seq_len, bs, lr, epochs, wd, l1..l4, heads, d, C)
 ROWS = {
     "thumos14": (2048, None, 1024, 2, 1e-4, 30, 0.05, (1, 2, 5, 2), 8, 512, 20),
     "anet_i3d": (2048, 192, 192, 16, 1e-3, 13, 0.01, (1, 2, 5, 2), 4, 256, 200),

@@ -166,7 +166,7 @@ def test_missing_dataset_is_one_readable_message(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "convert_epic" in proc.stderr
+    assert "asl-convert epic" in proc.stderr
     assert str(tmp_path / "epic_kitchens") in proc.stderr
 
 

@@ -2,32 +2,68 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from asl_tal.conf import compose
 from omegaconf import OmegaConf
 from torch import nn
 
-import asl_tal.app  # noqa: F401  (registers the ${sum:...} resolver)
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.ema import ModelEMA
-from asl_tal.lit_module import ASLLitModule, NonFiniteLossError, warmup_cosine
-from asl_tal.optim import build_optimizer
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.optim import build_optimizer, cosine_multiplier, warmup_cosine, warmup_step
 
 
 def test_warmup_then_cosine_by_hand():
     # 4 warm-up steps of 10: (n + 1) / 4, then 0.5 (1 + cos(pi * progress))
-    assert warmup_cosine(0, 4, 10, 0.0) == pytest.approx(0.25)
-    assert warmup_cosine(3, 4, 10, 0.0) == pytest.approx(1.0)
-    assert warmup_cosine(4, 4, 10, 0.0) == pytest.approx(1.0)
-    assert warmup_cosine(7, 4, 10, 0.0) == pytest.approx(0.5)  # progress 3/6
-    assert warmup_cosine(10, 4, 10, 0.0) == pytest.approx(0.0)
-    assert warmup_cosine(10, 4, 10, 0.1) == pytest.approx(0.1)
+    assert cosine_multiplier(0, 4, 10, 0.0) == pytest.approx(0.25)
+    assert cosine_multiplier(3, 4, 10, 0.0) == pytest.approx(1.0)
+    assert cosine_multiplier(4, 4, 10, 0.0) == pytest.approx(1.0)
+    assert cosine_multiplier(7, 4, 10, 0.0) == pytest.approx(0.5)  # progress 3/6
+    assert cosine_multiplier(10, 4, 10, 0.0) == pytest.approx(0.0)
+    assert cosine_multiplier(10, 4, 10, 0.1) == pytest.approx(0.1)
+
+
+def lr_curve(scheduler, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_schedules_from_their_config_keys():
+    param = nn.Parameter(torch.zeros(1))
+    # 2 steps per epoch, 1 warm-up epoch, 2 epochs: warm-up 0.5, 1; cosine over steps 2..6
+    cosine = warmup_cosine(torch.optim.SGD([param], lr=1.0), 2, 1, 2, eta_min=0.0)
+    expected = [
+        0.5,
+        1.0,
+        1.0,
+        0.5 * (1 + math.cos(math.pi / 4)),
+        0.5,
+        0.5 * (1 - math.cos(math.pi / 4)),
+        0.0,
+    ]
+    assert lr_curve(cosine, 7) == pytest.approx(expected)
+    # milestones at 0.5 and 1.0 of 2 epochs after warm-up: steps 2 + 2 = 4 and 2 + 4 = 6
+    step = warmup_step(torch.optim.SGD([param], lr=1.0), 2, 1, 2, [0.5, 1.0], gamma=0.1)
+    assert lr_curve(step, 7) == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("option", ["adamw", "sgd"])
+def test_optimizer_group_options_build_over_the_parameter_groups(option):
+    cfg = OmegaConf.to_container(compose("train", [f"optimizer={option}"]).optimizer)
+    model = nn.Linear(3, 2)
+    optimizer = build_optimizer(model, cfg)
+    assert type(optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[option]
+    decayed, plain = optimizer.param_groups
+    assert decayed["params"] == [model.weight] and plain["params"] == [model.bias]
+    assert decayed["weight_decay"] == cfg["weight_decay"] and plain["weight_decay"] == 0.0
 
 
 def test_ema_decay_warms_up_and_averages():
@@ -50,12 +86,11 @@ def test_ema_decay_warms_up_and_averages():
 
 @pytest.fixture
 def module():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["debug=tiny"])
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=False)
-    model_cfg.update(input_dim=8, num_classes=3, max_seq_len=64)
+    cfg = compose(
+        "train", overrides=["debug=tiny", "dataset.input_dim=8", "dataset.max_seq_len=64"]
+    )
     return ASLLitModule(
-        model=model_cfg,
+        model=OmegaConf.to_container(cfg.model, resolve=True),
         optimizer=OmegaConf.to_container(cfg.optimizer),
         scheduler=OmegaConf.to_container(cfg.scheduler),
         postprocess=OmegaConf.to_container(cfg.postprocess),

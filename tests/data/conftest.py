@@ -1,4 +1,4 @@
-"""Helpers that write tiny datasets in the real on-disk format (DATASETS.md §2)."""
+"""Helpers that write tiny datasets in the real on-disk format (docs/data.md §2)."""
 
 from __future__ import annotations
 

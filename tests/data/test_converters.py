@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from asl_tal.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
 from asl_tal.data.converters import (
     charades_to_json,
@@ -19,8 +21,6 @@ from asl_tal.data.converters import (
     parse_timestamp,
     write_annotations,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, text: str) -> Path:
@@ -371,24 +371,30 @@ def test_ego4d_bad_inputs(tmp_path, caplog):
         ego4d_to_json(_ego4d(tmp_path), class_list=classes)
 
 
-# --------------------------------------------------------------------------- CLIs
+# --------------------------------------------------------------------------- asl-convert
 
 
-def test_clis_write_the_same_json(tmp_path):
+def _convert_module(*args: object) -> subprocess.CompletedProcess:
+    """``python -m asl_tal.convert ARGS`` in a fresh interpreter."""
+    cmd = [sys.executable, "-m", "asl_tal.convert", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def test_cli_writes_the_same_json(tmp_path, capsys):
     mt = _multithumos(tmp_path / "mt")
     ch = _charades(tmp_path / "ch")
     ep = _epic(tmp_path / "ep")
     eg = _ego4d(tmp_path / "eg")
     runs = {
-        "convert_multithumos.py": (
+        "multithumos": (
             ["--annotations", mt["ann"], "--durations", mt["json"], "--classes", mt["classes"]],
             multithumos_to_json(mt["ann"], mt["json"], mt["classes"]),
         ),
-        "convert_charades.py": (
+        "charades": (
             ["--train", ch["training"], "--test", ch["testing"], "--classes", ch["classes"]],
             charades_to_json({"training": ch["training"], "testing": ch["testing"]}, ch["classes"]),
         ),
-        "convert_epic.py": (
+        "epic": (
             [
                 *("--task", "noun", "--train", ep["training"]),
                 *("--validation", ep["validation"], "--video-info", ep["info"]),
@@ -397,13 +403,96 @@ def test_clis_write_the_same_json(tmp_path):
                 {"training": ep["training"], "validation": ep["validation"]}, ep["info"], "noun"
             ),
         ),
-        "convert_ego4d.py": (
+        "ego4d": (
             ["--train", eg["training"], "--val", eg["validation"], "--primary-only"],
             ego4d_to_json(eg, primary_only=True),
         ),
     }
-    for script, (args, expected) in runs.items():
-        out = tmp_path / f"{script}.json"
-        cmd = [sys.executable, str(REPO / "scripts" / script), *map(str, args), "--out", str(out)]
-        subprocess.run(cmd, check=True, capture_output=True)
-        assert json.loads(out.read_text()) == expected, script
+    for benchmark, (args, expected) in runs.items():
+        out = tmp_path / "out" / f"{benchmark}.json"
+        assert convert_main([benchmark, *map(str, args), "--out", str(out)]) == 0, benchmark
+        assert capsys.readouterr().out == f"{out}\n", benchmark
+        assert json.loads(out.read_text()) == expected, benchmark
+
+
+def test_cli_passes_the_options_through(tmp_path):
+    ch = _charades(tmp_path / "ch", train_actions="c000 5.0 5.0;c002 1.0 2.0")
+    out = tmp_path / "charades.json"
+    args = ["--train", ch["training"], "--test", ch["testing"], "--classes", ch["classes"]]
+    assert convert_main(["charades", *map(str, args), "--skip-invalid", "--out", str(out)]) == 0
+    # the empty c000 segment is dropped, c002 ("Taking a towel", line 3 → id 2) kept
+    video = json.loads(out.read_text())["database"]["46GP8"]
+    assert video["annotations"] == [_seg("Taking a towel", 2, 1.0, 2.0)]
+
+    eg = _ego4d(tmp_path / "eg")
+    classes = _write(tmp_path / "classes.txt", "wash_dishes\nuse_phone\ncut_dough\n")
+    out = tmp_path / "ego4d.json"
+    args = ["--train", eg["training"], "--classes", classes, "--fps", "15", "--out", out]
+    assert convert_main(["ego4d", *map(str, args)]) == 0
+    database = json.loads(out.read_text())["database"]
+    assert list(database) == ["clip-a"]  # no --val: training clips only
+    assert database["clip-a"]["fps"] == 15.0
+    assert [(a["label"], a["label_id"]) for a in database["clip-a"]["annotations"]] == [
+        ("use_phone", 1),
+        ("cut_dough", 2),
+    ]
+
+
+def test_cli_help_lists_the_benchmarks():
+    proc = _convert_module("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: asl-convert")
+    for benchmark in ("epic", "ego4d", "charades", "multithumos"):
+        assert re.search(rf"^\s+{benchmark}\b", proc.stdout, re.MULTILINE), benchmark
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "options"),
+    [
+        ("epic", "--task --train --validation --video-info --classes --skip-invalid --out"),
+        ("ego4d", "--train --val --classes --fps --primary-only --skip-invalid --out"),
+        ("charades", "--train --test --classes --skip-invalid --out"),
+        ("multithumos", "--annotations --durations --classes --skip-invalid --out"),
+    ],
+)
+def test_cli_subcommand_options(benchmark, options, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([benchmark, "--help"])
+    assert exit_info.value.code == 0
+    options_section = capsys.readouterr().out.split("\noptions:\n")[1]
+    listed = re.findall(r"^\s+(?:-h, )?(--[a-z-]+)", options_section, re.MULTILINE)
+    assert listed == ["--help", *options.split()]
+
+
+def test_cli_unknown_benchmark(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main(["thumos14", "--out", "x.json"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'thumos14'" in capsys.readouterr().err
+
+
+def test_cli_missing_file_is_one_error_line(tmp_path):
+    ep = _epic(tmp_path)
+    missing = tmp_path / "EPIC_100_video_info_missing.csv"
+    out = tmp_path / "out.json"
+    proc = _convert_module(
+        *("epic", "--task", "verb", "--train", ep["training"]),
+        *("--video-info", missing, "--out", out),
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error:")
+    assert proc.stderr.count("\n") == 1
+    assert "EPIC_100_video_info_missing.csv" in proc.stderr
+    assert not out.exists()
+
+
+def test_cli_malformed_row_is_one_error_line(tmp_path, capsys):
+    ch = _charades(tmp_path, train_actions="c009 1.0 2.0")
+    out = tmp_path / "out.json"
+    args = ["--train", ch["training"], "--test", ch["testing"], "--classes", ch["classes"]]
+    assert convert_main(["charades", *map(str, args), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert "Charades_v1_train.csv: line 2 video '46GP8'" in err and "'c009'" in err
+    assert not out.exists()

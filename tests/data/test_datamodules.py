@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.batch import Batch
-from asl_tal.data.datamodules import (
-    ActivityNetDataModule,
-    CustomDataModule,
-    DatasetNotFoundError,
-    MultiThumosDataModule,
-    SyntheticDataModule,
-    Thumos14DataModule,
-)
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from asl_tal.data.datamodules import DatasetNotFoundError, SyntheticDataModule, TALDataModule
 
 
 def dataset_config(name: str, **overrides) -> dict:
-    """The ``dataset`` node of ``conf/dataset/<name>.yaml``, without the keys the app uses."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"dataset={name}"])
-    node = OmegaConf.to_container(cfg.dataset, resolve=True)
-    for key in ("_target_", "name"):
-        node.pop(key)
+    """The ``dataset`` node of ``conf/dataset/<name>.yaml`` (``???`` kept), ``overrides`` on it."""
+    cfg = compose("train", overrides=[f"dataset={name}"])
+    node = OmegaConf.to_container(cfg.dataset, resolve=True, throw_on_missing=False)
+    node.pop("_target_")
     return {**node, **overrides}
 
 
@@ -49,6 +37,8 @@ def tiny(tiny_dataset, entry):
 
 def make(root, **overrides):
     kwargs = dict(
+        json_file="annotations.json",
+        feat_dir="features",
         root=str(root),
         input_dim=4,
         num_classes=3,
@@ -60,10 +50,11 @@ def make(root, **overrides):
         max_seq_len=32,
         crop_ratio=[0.9, 1.0],
         batch_size=2,
-        pad_multiple=8,
+        eval_batch_size=None,
+        num_workers=0,
     )
     kwargs.update(overrides)
-    return CustomDataModule(**kwargs)
+    return TALDataModule(pad_multiple=8, **dataset_config("custom", **kwargs))
 
 
 def test_end_to_end_loaders_and_class_counts(tiny):
@@ -107,7 +98,7 @@ def test_num_classes_mismatch(tiny):
 
 
 def test_missing_dataset_is_one_readable_error(tmp_path):
-    dm = Thumos14DataModule(**dataset_config("thumos14", root=str(tmp_path / "nowhere")))
+    dm = TALDataModule(8, **dataset_config("thumos14", root=str(tmp_path / "nowhere")))
     with pytest.raises(DatasetNotFoundError) as err:
         _ = dm.class_map
     message = str(err.value)
@@ -116,8 +107,8 @@ def test_missing_dataset_is_one_readable_error(tmp_path):
     assert str(tmp_path / "nowhere" / "annotations" / "thumos14.json") in message
     assert str(tmp_path / "nowhere" / "i3d_features") in message
     assert "ActionFormer" in message
-    with pytest.raises(DatasetNotFoundError, match=r"convert_multithumos\.py"):
-        _ = MultiThumosDataModule(**dataset_config("multithumos", root=str(tmp_path))).class_map
+    with pytest.raises(DatasetNotFoundError, match=r"asl-convert multithumos"):
+        _ = TALDataModule(8, **dataset_config("multithumos", root=str(tmp_path))).class_map
 
 
 def test_missing_feature_folder_only(tiny):
@@ -180,7 +171,7 @@ def test_video_scores_follow_class_map_order(tiny):
 
 def test_activitynet_defaults_need_one_class_when_agnostic(tmp_path):
     config = dataset_config("anet_i3d", root=str(tmp_path), ext_score_file="s.json")
-    dm = ActivityNetDataModule(**config)
+    dm = TALDataModule(8, **config)
     assert dm.class_agnostic
     assert dm.sample_config.fixed_length == 192 and dm.sample_config.crops
 
@@ -197,7 +188,7 @@ def test_synthetic_calls_generator(tmp_path, monkeypatch, tiny_dataset, entry):
 
     monkeypatch.setattr(synthetic, "ensure_synthetic", fake)
     config = dataset_config("synthetic", root=str(tmp_path / "dataset"), num_classes=1)
-    dm = SyntheticDataModule(**{**config, "generator": {"videos": 3}})
+    dm = SyntheticDataModule(8, **{**config, "generator": {"videos": 3}})
     dm.prepare_data()
     assert dm.class_map.names == ("a",)
     assert calls[0] == (tmp_path / "dataset", 0, {"videos": 3})
@@ -206,8 +197,8 @@ def test_synthetic_calls_generator(tmp_path, monkeypatch, tiny_dataset, entry):
 
 def test_synthetic_end_to_end_with_the_real_generator(tmp_path):
     generator = {"num_videos": 12, "min_length": 40, "max_length": 80, "max_action": 30}
-    config = dataset_config("synthetic", root=str(tmp_path / "syn"), pad_multiple=32)
-    dm = SyntheticDataModule(**{**config, "generator": generator})
+    config = dataset_config("synthetic", root=str(tmp_path / "syn"))
+    dm = SyntheticDataModule(32, **{**config, "generator": generator})
     dm.prepare_data()
     assert dm.class_map.num_classes == 8
     assert dm.train_class_counts.shape == (8,) and dm.train_class_counts.sum() > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_defaults import network_kwargs
 
 from asl_tal.data.batch import VideoMeta
 from asl_tal.models.network import ASLNetwork
@@ -34,7 +35,9 @@ def test_postprocess_same_on_cpu_and_gpu(method):
 
 def test_network_same_on_cpu_and_gpu():
     torch.manual_seed(0)
-    net = ASLNetwork(input_dim=16, num_classes=4, d_emb=32, n_heads=4, l3=3, head_width=32)
+    net = ASLNetwork(
+        **network_kwargs(input_dim=16, num_classes=4, d_emb=32, n_heads=4, l3=3, head_width=32)
+    )
     net.eval()
     feats = torch.randn(2, 16, 64)
     mask = torch.ones(2, 64, dtype=torch.bool)

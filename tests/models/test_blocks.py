@@ -88,7 +88,7 @@ def test_affine_drop_path_scale_and_sample_dropping() -> None:
 
 
 def reference_channel_attention(ca: ChannelAttention, x: torch.Tensor, mask: torch.Tensor):
-    """ASL.md §1 read literally, one video and one head at a time."""
+    """docs/method.md §1 read literally, one video and one head at a time."""
     b, t, c = x.shape
     h = ca.n_heads
     dh = c // h

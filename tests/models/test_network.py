@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from model_defaults import network_kwargs
 from torch import nn
 
 from asl_tal.models.blocks import AffineDropPath
@@ -13,7 +14,7 @@ from asl_tal.models.heads import pack_levels
 from asl_tal.models.network import ASLNetwork
 from asl_tal.optim import build_optimizer, parameter_groups
 
-SMALL = dict(
+SMALL = network_kwargs(
     input_dim=12, num_classes=5, d_emb=16, n_heads=4, l1=1, l2=2, l3=3, head_width=8,
     path_drop=0.0, max_seq_len=16,
 )  # fmt: skip
@@ -110,7 +111,7 @@ def test_values_on_padded_steps_never_reach_real_ones() -> None:
 
 def test_initial_offsets_scales_and_class_prior() -> None:
     torch.manual_seed(0)
-    net = ASLNetwork(**SMALL, prior_prob=0.01, class_counts=[3, 0, 1, 0, 7])
+    net = ASLNetwork(**{**SMALL, "prior_prob": 0.01}, class_counts=[3, 0, 1, 0, 7])
     assert torch.equal(net.loc_head.scales.detach(), torch.ones(4))
     bias = net.cls_head.trunk.out.bias.detach()
     # -log((1 - π) / π): π = 0.01 -> log(1/99); π = 1e-6 -> log(1e-6 / 0.999999)
@@ -141,7 +142,7 @@ def test_bad_inputs_name_the_field() -> None:
 
 def test_gradients_reach_every_parameter() -> None:
     torch.manual_seed(0)
-    net = ASLNetwork(**{**SMALL, "input_dim": [4, 8], "stream_dims": [10, 6]}, abs_pos_enc=True)
+    net = ASLNetwork(**{**SMALL, "input_dim": [4, 8], "stream_dims": [10, 6], "abs_pos_enc": True})
     net.train()
     feats, mask = batch([20, 16], 24, 12)
     out = net(feats.float(), mask)
@@ -165,8 +166,8 @@ class GaussianLike(nn.Module):
 def test_parameter_groups_partition() -> None:
     net = ASLNetwork(**SMALL)
     model = nn.ModuleDict({"net": net, "sens": GaussianLike()})
-    decay, no_decay = parameter_groups(model, weight_decay=0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    decay, no_decay = parameter_groups(model)
+    assert "weight_decay" not in decay and no_decay["weight_decay"] == 0.0
     ids = [id(p) for p in decay["params"] + no_decay["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     decay_ids = {id(p) for p in decay["params"]}
@@ -188,13 +189,19 @@ def test_parameter_groups_reject_a_listed_non_parameter() -> None:
         weight_decay_params = ("missing",)
 
     with pytest.raises(TypeError, match="missing"):
-        parameter_groups(Broken(), 0.1)
+        parameter_groups(Broken())
 
 
 def test_fused_adamw_takes_the_same_step_as_the_reference_rule() -> None:
     """One AdamW step from zero moments moves each weight by ``-lr·(sign(g) + wd·w)`` (bias
     correction makes the first step ``m̂/√v̂ = g/|g|``), fused or not."""
-    cfg = {"lr": 0.01, "weight_decay": 0.5, "betas": [0.9, 0.999]}
+    cfg = {
+        "_target_": "torch.optim.AdamW",
+        "_partial_": True,
+        "lr": 0.01,
+        "weight_decay": 0.5,
+        "betas": [0.9, 0.999],
+    }
     for fused in (False, True):
         torch.manual_seed(0)
         layer = nn.Linear(4, 3)

@@ -74,7 +74,7 @@ def test_windows_mode_hand_case_and_pulling_positives_together():
 
 
 def reference_topk(feats, segments, seg_mask, labels, h_cls, h_loc, k, tau):
-    """Loops straight from ASL.md §6 (identity projection; all background frames used)."""
+    """Loops straight from docs/method.md §6 (identity projection; all background frames used)."""
     d, num_frames = feats.shape[1], feats.shape[2]
     insts, background = [], []
     for b in range(feats.shape[0]):

@@ -1,4 +1,4 @@
-"""Label assignment against a slow reference written from ASL.md §2."""
+"""Label assignment against a slow reference written from docs/method.md §2."""
 
 from __future__ import annotations
 

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from model_defaults import make_objective
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
 from asl_tal.objective.assignment import assign_targets
-from asl_tal.objective.objective import ASLObjective
 
 C, D, T = 3, 8, 64
 
@@ -88,14 +88,17 @@ def diou_by_formula(pred, target):
 def test_table_c_weights_and_loss_values(class_level, instance_level, includes_cls):
     torch.manual_seed(0)
     out, points, batch = make_inputs()
-    objective = ASLObjective(
+    objective = make_objective(
         C,
         D,
-        class_level=class_level,
-        instance_level=instance_level,
-        loc_weight_includes_cls=includes_cls,
+        sensitivity={
+            "class_level": class_level,
+            "instance_level": instance_level,
+            "loc_weight_includes_cls": includes_cls,
+            "normalize": "none",
+        },
         ascl={"weight": 0.0},
-        init_loss_norm=50.0,
+        loss={"init_loss_norm": 50.0},
     ).eval()
     targets = assign_targets(points, batch.segments, batch.seg_mask, batch.labels, C)
     valid = out.flat_mask()
@@ -159,22 +162,22 @@ def test_table_c_weights_and_loss_values(class_level, instance_level, includes_c
 def test_switched_off_modules_are_not_built():
     names = {
         n.split(".")[0]
-        for n, _ in ASLObjective(
-            C, D, class_level=False, instance_level=False, ascl={"weight": 0}
+        for n, _ in make_objective(
+            C, D, sensitivity={"class_level": False, "instance_level": False}, ascl={"weight": 0}
         ).named_parameters()
     }
     assert names == set()
-    full = ASLObjective(C, D)
+    full = make_objective(C, D)
     names = {n.split(".")[0] for n, _ in full.named_parameters()}
     assert names == {"class_sensitivity", "instance_sensitivity", "ascl"}
-    with pytest.raises(ValueError, match="unknown ascl"):
-        ASLObjective(C, D, ascl={"lambda": 0.1})
+    with pytest.raises(ValueError, match=r"unknown model\.ascl\.lambda"):
+        make_objective(C, D, ascl={"lambda": 0.1})
 
 
 def test_gradients_reach_gaussians_evaluators_and_features():
     torch.manual_seed(0)
     out, points, batch = make_inputs(1)
-    objective = ASLObjective(C, D).train()
+    objective = make_objective(C, D, sensitivity={"normalize": "none"}).train()
     losses = objective(out, points, batch)
     assert losses["ascl"].item() > 0 and losses["sens"].item() > 0
     losses["loss"].backward()
@@ -189,8 +192,11 @@ def test_gradients_reach_gaussians_evaluators_and_features():
 def test_detach_instance_switch():
     out, points, batch = make_inputs(2)
     for detach, expect_grad in ((True, False), (False, True)):
-        objective = ASLObjective(
-            C, D, class_level=False, ascl={"weight": 0}, detach_instance=detach
+        objective = make_objective(
+            C,
+            D,
+            sensitivity={"class_level": False, "detach_instance": detach},
+            ascl={"weight": 0},
         )
         objective(out, points, batch)["cls"].backward()
         grads = [p.grad for p in objective.instance_sensitivity.parameters()]
@@ -199,7 +205,7 @@ def test_detach_instance_switch():
 
 def test_loss_normalizer_ema_and_state_dict():
     out, points, batch = make_inputs(3)
-    objective = ASLObjective(C, D, init_loss_norm=200.0, ascl={"weight": 0})
+    objective = make_objective(C, D, ascl={"weight": 0}, loss={"init_loss_norm": 200.0})
     assert "loss_normalizer" in objective.state_dict()
     num_pos = objective.eval()(out, points, batch)["num_pos"].item()
     assert objective.loss_normalizer.item() == 200.0  # eval: no update
@@ -217,14 +223,14 @@ def test_loss_normalizer_ema_and_state_dict():
     losses = objective(out, points, empty)
     assert losses["num_pos"].item() == 0 and math.isfinite(losses["loss"].item())
     assert objective.loss_normalizer.item() == pytest.approx(0.9 * want + 0.1, rel=1e-6)
-    restored = ASLObjective(C, D, init_loss_norm=1.0, ascl={"weight": 0})
+    restored = make_objective(C, D, ascl={"weight": 0}, loss={"init_loss_norm": 1.0})
     restored.load_state_dict(objective.state_dict())
     assert restored.loss_normalizer.item() == pytest.approx(0.9 * want + 0.1, rel=1e-6)
 
 
 def test_sensitivity_maps():
     out, points, batch = make_inputs(4)
-    objective = ASLObjective(C, D)
+    objective = make_objective(C, D, sensitivity={"normalize": "none"})
     records = objective.sensitivity_maps(out, points, batch)
     assert len(records) == int(batch.seg_mask.sum())
     for rec in records:
@@ -242,4 +248,4 @@ def test_sensitivity_maps():
 def test_point_table_mismatch_is_reported():
     out, points, batch = make_inputs(5)
     with pytest.raises(ValueError, match="point table"):
-        ASLObjective(C, D)(out, points[:-1], batch)
+        make_objective(C, D)(out, points[:-1], batch)

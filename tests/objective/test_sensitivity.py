@@ -17,7 +17,7 @@ def g(x, mu, sigma):
 
 
 def test_class_sensitivity_by_formula():
-    sens = ClassSensitivity(3)
+    sens = ClassSensitivity(3, True, "none")
     with torch.no_grad():
         sens.mu_cls[2], sens.sigma_cls[2] = 0.1, 0.5
         sens.mu_L[2], sens.sigma_L[2] = -0.3, 0.7
@@ -34,7 +34,7 @@ def test_class_sensitivity_by_formula():
 
 def test_initial_values_and_stride_switch():
     t, seg, label = torch.tensor([7.0]), torch.tensor([[4.0, 8.0]]), torch.tensor([0])
-    p_cls, p_loc = ClassSensitivity(1, divide_by_stride=False)(t, torch.tensor([4.0]), seg, label)
+    p_cls, p_loc = ClassSensitivity(1, False, "none")(t, torch.tensor([4.0]), seg, label)
     x = (6.0 - 7.0) / 4.0  # stride ignored
     assert p_cls.item() == pytest.approx(g(x, 0.0, 1.0), rel=1e-6)
     assert p_loc.item() == pytest.approx(0.5 * (g(x, -0.5, 1.0) + g(x, 0.5, 1.0)), rel=1e-6)
@@ -49,7 +49,7 @@ def test_initial_values_and_stride_switch():
 
 
 def test_mean_normalisation_per_group():
-    sens = ClassSensitivity(2, normalize="mean")
+    sens = ClassSensitivity(2, True, "mean")
     t = torch.tensor([1.0, 2.0, 3.0, 10.0, 11.0])
     seg = torch.tensor([[0.0, 4.0]] * 3 + [[9.0, 13.0]] * 2)
     group = torch.tensor([0, 0, 0, 1, -1])
@@ -63,7 +63,7 @@ def test_mean_normalisation_per_group():
 
 
 def test_gradients_reach_gaussian_parameters():
-    sens = ClassSensitivity(2)
+    sens = ClassSensitivity(2, True, "none")
     p_cls, p_loc = sens(
         torch.tensor([3.0]), torch.tensor([1.0]), torch.tensor([[0.0, 4.0]]), torch.tensor([1])
     )
@@ -134,7 +134,7 @@ def test_q_at_positives_matches_per_gt_reference(mode, tile_len):
 def test_q_inside_gts_matches_per_gt_reference():
     torch.manual_seed(0)
     _, _, segments, seg_mask, _, feats, masks = make_case(2)
-    inst = InstanceSensitivity(8, 3, tile_len=4)
+    inst = InstanceSensitivity(8, 3, "inside_gt", 4)
     q_cls, q_loc = inst.inside_gts(feats[0], masks[0], segments, seg_mask)
     grid = torch.arange(feats[0].shape[2]).float()
     for b, n in torch.nonzero(seg_mask).tolist():
@@ -150,7 +150,7 @@ def test_q_inside_gts_matches_per_gt_reference():
 def test_evaluator_gradients_reach_phi_and_features():
     points, _, segments, seg_mask, labels, feats, masks = make_case(3)
     feats = [f.requires_grad_() for f in feats]
-    inst = InstanceSensitivity(8, 2, tile_len=5)
+    inst = InstanceSensitivity(8, 2, "inside_gt", 5)
     targets = assign_targets(points, segments, seg_mask, labels, 3)
     q_cls, q_loc = inst.at_positives(
         feats, masks, points, segments, targets.gt_index, targets.pos_mask

@@ -1,6 +1,6 @@
 """Annotation JSON (ActionFormer / ActivityNet layout) and the class map.
 
-Layout (``DATASETS.md`` §2)::
+Layout (``docs/data.md`` §2)::
 
     {"version": "...", "database": {
        "<video_id>": {"subset": "training", "duration": 123.4, "fps": 30.0,
@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,15 +81,100 @@ class ClassMap:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
-def read_json(path: str | Path) -> dict:
-    """Read a JSON file, turning a parse error into an :class:`AnnotationError`."""
+def read_json(
+    path: str | Path,
+    *,
+    error: type[ValueError] = AnnotationError,
+    kind: str = "annotation file",
+) -> Any:
+    """Read a JSON file; every problem with it raises ``error`` with a one-line message.
+
+    Refused, with the file named: a missing or unreadable file, malformed JSON (bad UTF-8
+    included), JSON nested too deeply for the parser, and a key given twice in one object
+    (``json`` would silently keep the last copy).
+
+    Args:
+        path: the file.
+        error: exception class raised (e.g. the results reader's own error).
+        kind: what the file is, for the messages ("annotation file", "results file").
+    """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{path}: annotation file not found")
+        raise error(f"{path}: {kind} not found")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AnnotationError(f"{path}: malformed JSON ({err})") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise error(f"{path}: cannot read the {kind} ({err.strerror or err})") from err
+    duplicates: list[tuple[dict, list]] = []
+
+    def pairs_to_dict(pairs: list) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            duplicates.append((obj, pairs))
+        return obj
+
+    try:
+        data = json.loads(raw, object_pairs_hook=pairs_to_dict)
+    except RecursionError:
+        raise error(
+            f"{path}: JSON nested too deeply to parse (more than about "
+            f"{sys.getrecursionlimit()} levels of lists or objects)"
+        ) from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an int of > 4300 digits
+        raise error(f"{path}: malformed JSON ({err})") from err
+    if duplicates:
+        raise error(_duplicate_key_message(path, data, duplicates))
+    return data
+
+
+def _duplicate_key_message(path: Path, data: object, duplicates: list[tuple[dict, list]]) -> str:
+    """Name the first repeated key (in the order the parser closed the objects) and where."""
+    obj, pairs = duplicates[0]
+    keys = [key for key, _ in pairs]
+    key = next(k for i, k in enumerate(keys) if k in keys[:i])
+    where = _json_pointer(data, obj)
+    if where is None:
+        place = "an object dropped by a duplicate key of an enclosing object"
+    else:
+        place = f"the object at {where}" if where else "the top-level object"
+    more = f"; {len(duplicates) - 1} more object(s) repeat keys" if len(duplicates) > 1 else ""
+    return (
+        f"{path}: duplicate key {key!r} in {place} (given {keys.count(key)} times; "
+        f"JSON would keep only the last){more}"
+    )
+
+
+def _json_pointer(root: object, target: object) -> str | None:
+    """RFC 6901 pointer to ``target`` (by identity) inside ``root``; None when absent."""
+    stack: list[tuple[object, str]] = [(root, "")]
+    while stack:
+        node, where = stack.pop()
+        if node is target:
+            return where
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        for key, value in items:
+            token = str(key).replace("~", "~0").replace("/", "~1")
+            stack.append((value, f"{where}/{token}"))
+    return None
+
+
+def _is_real(value: object) -> bool:
+    """An int or float, not a bool (JSON ``true`` / ``false``) and not a string."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite_float(value: int | float) -> float | None:
+    """``float(value)``, or None when it is NaN, infinite or an int too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -152,7 +239,7 @@ def _annotation_list(video_id: str, video: object, path: str | Path) -> list:
 def _label_id(value: object, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if not _is_real(value) or _finite_float(value) is None or value != int(value):
         raise AnnotationError(f"{where}: field 'label_id' must be an integer, got {value!r}")
     if value < 0:
         raise AnnotationError(f"{where}: field 'label_id' must be >= 0, got {value!r}")
@@ -160,26 +247,23 @@ def _label_id(value: object, where: str) -> int | None:
 
 
 def _positive_number(value: object, where: str, field_name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise AnnotationError(
-            f"{where}: field {field_name!r} must be a number, got {value!r}"
-        ) from None
-    if not math.isfinite(number) or number <= 0:
+    if not _is_real(value):
+        raise AnnotationError(f"{where}: field {field_name!r} must be a number, got {value!r}")
+    number = _finite_float(value)
+    if number is None or number <= 0:
         raise AnnotationError(f"{where}: field {field_name!r} must be > 0, got {value!r}")
     return number
 
 
 def _segment(ann: dict, where: str) -> tuple[float, float]:
+    """``[start, end]``: two real numbers (not strings or booleans), finite, end > start."""
     seg = ann.get("segment")
     if not isinstance(seg, list | tuple) or len(seg) != 2:
         raise AnnotationError(f"{where}: field 'segment' must be [start, end], got {seg!r}")
-    try:
-        start, end = float(seg[0]), float(seg[1])
-    except (TypeError, ValueError):
-        raise AnnotationError(f"{where}: field 'segment' must hold numbers, got {seg!r}") from None
-    if not (math.isfinite(start) and math.isfinite(end)):
+    if not (_is_real(seg[0]) and _is_real(seg[1])):
+        raise AnnotationError(f"{where}: field 'segment' must hold numbers, got {seg!r}")
+    start, end = _finite_float(seg[0]), _finite_float(seg[1])
+    if start is None or end is None:
         raise AnnotationError(f"{where}: field 'segment' is not finite: {seg!r}")
     if end <= start:
         raise AnnotationError(f"{where}: field 'segment' has end <= start: {seg!r}")

@@ -2,7 +2,7 @@
 
 Time is measured on the *feature grid*: grid index ``g`` is the centre of feature ``g``.
 A video's grid relates to seconds through its frame rate, feature stride and window
-(``DATASETS.md`` §2)::
+(``docs/data.md`` §3)::
 
     grid    = (seconds * fps - window / 2) / stride
     seconds = (grid * stride + window / 2) / fps

@@ -1,4 +1,4 @@
-"""Official annotation releases → our annotation JSON (``DATASETS.md`` §2 and §3).
+"""Official annotation releases → our annotation JSON (``docs/data.md`` §2 and §5).
 
 Each ``*_to_json`` function reads the files of one release in their official layout and
 returns ``{"version": ..., "database": {video_id: {...}}}``; :func:`write_annotations`

@@ -1,8 +1,8 @@
-"""Lightning DataModules: one base reading the on-disk format, one thin subclass per benchmark.
+"""Lightning DataModules: one reading the on-disk format for every benchmark, and the
+synthetic benchmark's, which generates itself on first use.
 
 Every constructor keyword comes straight from the Hydra ``dataset`` config
-(``conf/dataset/*.yaml`` holds each benchmark's values); a subclass only names its benchmark
-and says how to obtain the data (``how_to_get``).
+(``conf/dataset/<name>.yaml`` holds a benchmark's values, ``_defaults.yaml`` the rest).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -29,58 +29,53 @@ from asl_tal.data.collate import collate
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.sampling import EpochShuffleSampler
+from asl_tal.settings import settings_from
 
-STAGES = {"train": "train", "val": "val", "validate": "val", "test": "test", "predict": "predict"}
+STAGES = {"train": "train", "val": "val", "validate": "val", "test": "test"}
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset folder, annotation file or feature folder is missing."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    """Every ``dataset.*`` key the DataModules accept (see ``conf/dataset/``).
+    """The ``dataset.*`` keys of a DataModule other than the :class:`SampleConfig` ones.
 
-    Paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
+    ``conf/dataset/_defaults.yaml`` gives every key its generic value and documents it;
+    paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
     ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream.
-    ``feat_stride: None`` means features per second (``fps = T / duration``).
     ``class_agnostic: None`` means "when ``ext_score_file`` is set".
     """
 
-    root: str = "data"
-    json_file: str = "annotations.json"
-    feat_dir: str | list[str] = "features"
-    file_prefix: str | list[str] = ""
-    file_ext: str | list[str] = ".npy"
-    hdf5_file: str | list[str | None] | None = None
-    input_dim: int | list[int] | None = None
-    num_classes: int | None = None
-    train_subset: list[str] | str = "training"
-    val_subset: list[str] | str = "validation"
-    test_subset: list[str] | str = "test"
-    predict_subset: list[str] | str | None = None
-    fps: float | None = None
-    default_fps: float | None = None
-    feat_stride: float | None = 1.0
-    feat_window: float | None = None
-    max_seq_len: int | None = None
-    fixed_length: int | None = None
-    crop_after_resample: bool = False
-    resample_geometry: str = "spec"
-    crop_ratio: list[float] | None = None
-    trunc_thresh: float = 0.5
-    batch_size: int = 2
-    eval_batch_size: int | None = None
-    num_workers: int = 0
-    pin_memory: bool = False
-    persistent_workers: bool = False
-    cache_features: bool = False
-    pad_multiple: int = 1
-    seed: int = 0
-    ext_score_file: str | None = None
-    class_agnostic: bool | None = None
-    clip_tolerance: float = 1.0
-    clip_tolerance_relative: float = 0.05
+    name: str
+    how_to_get: str
+    root: str
+    json_file: str
+    feat_dir: str | list[str]
+    file_prefix: str | list[str]
+    file_ext: str | list[str]
+    hdf5_file: str | list[str | None] | None
+    input_dim: int | list[int]
+    num_classes: int
+    train_subset: list[str] | str
+    val_subset: list[str] | str
+    test_subset: list[str] | str
+    batch_size: int
+    eval_batch_size: int | None
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    cache_features: bool
+    seed: int
+    ext_score_file: str | None
+    class_agnostic: bool | None
+    clip_tolerance: float
+    clip_tolerance_relative: float
+
+
+# dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
+SAMPLE_KEYS = tuple(f.name for f in fields(SampleConfig) if f.name != "class_agnostic")
 
 
 def _as_list(value: Any) -> list:
@@ -101,25 +96,39 @@ def _per_stream(value: Any, num_streams: int, name: str) -> list:
 class TALDataModule(L.LightningDataModule):
     """Temporal action localization data in the ActionFormer-compatible layout.
 
-    Public: :attr:`class_map`, :attr:`train_class_counts`, :attr:`num_model_classes`,
-    :meth:`annotations`, :meth:`video_index`, :meth:`dataset`, :meth:`video_scores` and the
-    four dataloaders. Annotations load lazily on first use, so the model can be built from
+    One class serves every benchmark: ``conf/dataset/<name>.yaml`` says where its files are
+    and how to read them. Public: :attr:`class_map`, :attr:`train_class_counts`,
+    :attr:`num_model_classes`, :attr:`sample_config`, :meth:`annotations`,
+    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores` and the train / val / test
+    dataloaders. Annotations load lazily on first use, so the model can be built from
     ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls :meth:`setup`.
-    ``pad_multiple`` may be set after construction (the app copies the network's
-    ``required_multiple`` into it).
+
+    Args:
+        pad_multiple: batches are padded to a multiple of this (the network's
+            ``required_multiple``).
+        **kwargs: the ``dataset.*`` keys: :class:`DataConfig` and :class:`SampleConfig` ones.
     """
 
-    name: ClassVar[str] = "custom"
-    how_to_get: ClassVar[str] = (
-        "write the annotation JSON and feature files in the layout of DATASETS.md §2"
-    )
-
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, pad_multiple: int, **kwargs: Any) -> None:
         super().__init__()
-        self.cfg = DataConfig(**kwargs)
-        self.pad_multiple = int(self.cfg.pad_multiple)
+        sample = {key: kwargs.pop(key) for key in SAMPLE_KEYS if key in kwargs}
+        if sample.get("crop_ratio") is not None:
+            sample["crop_ratio"] = tuple(float(r) for r in sample["crop_ratio"])
+        self.cfg = settings_from(DataConfig, kwargs, "dataset")
+        self.sample_config = settings_from(
+            SampleConfig, {**sample, "class_agnostic": self.class_agnostic}, "dataset"
+        )
+        self.pad_multiple = pad_multiple
         self._subset_cache: dict[tuple[str, bool], dict[str, VideoAnnotation]] = {}
         self._datasets: dict[str, TALDataset] = {}
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def how_to_get(self) -> str:
+        return self.cfg.how_to_get
 
     @property
     def root(self) -> Path:
@@ -209,8 +218,6 @@ class TALDataModule(L.LightningDataModule):
         key = STAGES.get(stage)
         if key is None:
             raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
-        if key == "predict" and self.cfg.predict_subset is None:
-            key = "test"
         return [str(s) for s in _as_list(getattr(self.cfg, f"{key}_subset"))]
 
     def _load_subset(self, stage: str, clip: bool) -> dict[str, VideoAnnotation]:
@@ -246,17 +253,6 @@ class TALDataModule(L.LightningDataModule):
             return np.array([labels.size], dtype=np.int64)
         return np.bincount(labels, minlength=self.class_map.num_classes).astype(np.int64)
 
-    @property
-    def sample_config(self) -> SampleConfig:
-        """The :class:`SampleConfig` keys of ``dataset.*``, taken by name from the config."""
-        c = self.cfg
-        derived = {
-            "crop_ratio": None if c.crop_ratio is None else tuple(float(r) for r in c.crop_ratio),
-            "class_agnostic": self.class_agnostic,  # None in the config means "auto"
-        }
-        same = {f.name: getattr(c, f.name) for f in fields(SampleConfig) if f.name not in derived}
-        return SampleConfig(**same, **derived)
-
     def dataset(self, stage: str) -> TALDataset:
         """The stage's :class:`TALDataset` (training mode for ``"train"`` only)."""
         key = STAGES.get(stage, stage)
@@ -276,7 +272,6 @@ class TALDataModule(L.LightningDataModule):
             "fit": ["train", "val"],
             "validate": ["val"],
             "test": ["test"],
-            "predict": ["predict"],
             None: ["train", "val", "test"],
         }[stage]
         for name in wanted:
@@ -296,7 +291,10 @@ class TALDataModule(L.LightningDataModule):
             pin_memory=c.pin_memory,
             persistent_workers=c.persistent_workers and c.num_workers > 0,
             collate_fn=partial(
-                collate, pad_multiple=self.pad_multiple, max_seq_len=c.max_seq_len, train=train
+                collate,
+                pad_multiple=self.pad_multiple,
+                max_seq_len=self.sample_config.max_seq_len,
+                train=train,
             ),
         )
 
@@ -308,9 +306,6 @@ class TALDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
 
     @cached_property
     def _video_score_table(self) -> tuple[dict[str, list], np.ndarray]:
@@ -346,65 +341,8 @@ class TALDataModule(L.LightningDataModule):
         return probs[order]
 
 
-class CustomDataModule(TALDataModule):
-    """Any dataset in the on-disk format; everything comes from the config."""
-
-    name = "custom"
-
-
-class Thumos14DataModule(TALDataModule):
-    """THUMOS14 with ActionFormer's I3D features (train on ``validation``, test on ``test``)."""
-
-    name = "thumos14"
-    how_to_get = "ActionFormer's THUMOS14 data folder (annotations/ + i3d_features/) drops in as-is"
-
-
-class ActivityNetDataModule(TALDataModule):
-    """ActivityNet 1.3 (I3D by default; TSP through the config), resampled to 192 steps."""
-
-    name = "activitynet"
-    how_to_get = (
-        "ActionFormer's ActivityNet 1.3 data folder (annotations/ + i3d_features/ or "
-        "tsp_features/) drops in as-is"
-    )
-
-
-class EpicKitchensDataModule(TALDataModule):
-    """EPIC-Kitchens-100 verbs or nouns (pick the task through ``json_file``)."""
-
-    name = "epic_kitchens"
-    how_to_get = (
-        "convert the EPIC_100_*.csv annotations with scripts/convert_epic.py; the SlowFast "
-        "features are ActionFormer's (.npz, key 'feats')"
-    )
-
-
-class Ego4DMQDataModule(TALDataModule):
-    """Ego4D Moment Queries: EgoVLP + SlowFast + Omnivore streams, concatenated."""
-
-    name = "ego4d_mq"
-    how_to_get = (
-        "convert moments_{train,val}.json with scripts/convert_ego4d.py; one feature folder "
-        "per stream (EgoVLP, SlowFast, Omnivore), one file per clip"
-    )
-
-
-class MultiThumosDataModule(TALDataModule):
-    """MultiTHUMOS (multi-label), I3D RGB, features per second, resampled to 1024."""
-
-    name = "multithumos"
-    how_to_get = "convert the per-class annotation files with scripts/convert_multithumos.py"
-
-
-class CharadesDataModule(TALDataModule):
-    """Charades (multi-label), I3D RGB, features per second, resampled to 512."""
-
-    name = "charades"
-    how_to_get = "convert Charades_v1_{train,test}.csv with scripts/convert_charades.py"
-
-
 class SyntheticDataModule(TALDataModule):
-    """The generated benchmark (``DATASETS.md`` §5), created on first use.
+    """The generated benchmark (``docs/data.md`` §6), created on first use.
 
     The generated data depend on ``generator`` only (its ``seed`` defaults to 0), not on
     ``dataset.seed``, so runs with different training seeds share one cached dataset.
@@ -414,11 +352,10 @@ class SyntheticDataModule(TALDataModule):
         **kwargs: :class:`DataConfig` keys.
     """
 
-    name = "synthetic"
-    how_to_get = "it is generated by asl_tal.data.synthetic.ensure_synthetic"
-
-    def __init__(self, generator: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, pad_multiple: int, generator: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(pad_multiple, **kwargs)
         self.generator = dict(generator or {})
 
     def ensure_available(self) -> None:

@@ -57,10 +57,11 @@ class FeatureStream:
 
 
 def load_array(path: Path, video_id: str, key: str | None = None) -> np.ndarray:
-    """Raw array of one video from one file (no checks beyond readability)."""
+    """Raw array of one video from one file (no checks beyond readability; the format is
+    the file's suffix, in any case)."""
     if not path.is_file():
         raise FeatureError(f"{path}: feature file of video {video_id!r} not found")
-    ext = path.suffix
+    ext = path.suffix.lower()
     try:
         if ext == ".npy":
             return np.load(path, allow_pickle=False)
@@ -94,6 +95,23 @@ def load_array(path: Path, video_id: str, key: str | None = None) -> np.ndarray:
             f"{path}: cannot read features of video {video_id!r} ({type(err).__name__}: {err})"
         ) from err
     raise FeatureError(f"{path}: video {video_id!r}: unsupported feature extension {ext!r}")
+
+
+def hdf5_members(path: Path) -> tuple[list[str], list[str]]:
+    """Top-level member names of an HDF5 feature file: ``(datasets, others)``, each sorted.
+
+    ``datasets`` are the candidate per-video arrays; ``others`` (groups, links to nothing)
+    are not read as features.
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            names = sorted(h5.keys())
+            kinds = {n: isinstance(h5.get(n), h5py.Dataset) for n in names}
+    except Exception as err:
+        raise FeatureError(
+            f"{path}: cannot read HDF5 feature file ({type(err).__name__}: {err})"
+        ) from err
+    return [n for n in names if kinds[n]], [n for n in names if not kinds[n]]
 
 
 def check_features(array: np.ndarray, input_dim: int, path: Path, video_id: str) -> np.ndarray:

@@ -7,7 +7,7 @@ classes, so transitional frames carry little class evidence. Background is struc
 a slow AR(1) drift, a fast AR(1) component, white noise and occasional bursts of the
 confuser patterns. Actions range from a few steps to hundreds and some overlap.
 
-Layout written to ``root`` (``DATASETS.md`` §2 and §5)::
+Layout written to ``root`` (``docs/data.md`` §2 and §6)::
 
     root/annotations.json            subsets training / validation / test, fps 1.0
     root/features/<video_id>.npy     (T, D) float32, feature i centred at i + 0.5 s

@@ -33,7 +33,7 @@ def resample_meta(
 ) -> VideoMeta:
     """The grid geometry after resampling ``num_feats`` features to ``length`` steps.
 
-    ``geometry="spec"`` (DATASETS.md §2): the new stride is
+    ``geometry="spec"`` (docs/data.md §3): the new stride is
     ``((num_feats - 1) * stride + window) / length`` frames and the new window equals it.
     ``geometry="interpolation"`` [reading]: the centres :func:`resample_features` actually
     reads, ``stride' = num_feats * stride / length`` and ``window' = stride' + window -
@@ -84,7 +84,7 @@ def random_crop(
     crop_ratio: tuple[float, float] | None = None,
     num_tries: int = 200,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, VideoMeta]:
-    """Random training window (ActionFormer's truncation, ``ASL.md`` §7).
+    """Random training window (ActionFormer's truncation, ``docs/data.md`` §3).
 
     Up to ``num_tries`` window starts are drawn; the first window in which at least one
     action keeps ``>= trunc_thresh`` of its length is used (else the last one drawn).

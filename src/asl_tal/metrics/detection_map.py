@@ -1,4 +1,4 @@
-"""Detection mAP as a ``torchmetrics.Metric`` (ActivityNet protocol, ``DATASETS.md`` §4).
+"""Detection mAP as a ``torchmetrics.Metric`` (ActivityNet protocol, ``docs/data.md`` §4).
 
 Predictions arrive as flat tensors; states are gathered across ranks by torchmetrics
 (``dist_reduce_fx="cat"``). A distributed sampler repeats some videos to even out the ranks,

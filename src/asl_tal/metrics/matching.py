@@ -2,7 +2,7 @@
 
 Everything here is plain numpy over flat arrays. Predictions and GT are grouped by
 ``(video, class)``; a prediction only ever meets the GT of its own group. The ActivityNet
-protocol (``DATASETS.md`` §4) is reproduced exactly:
+protocol (``docs/data.md`` §4) is reproduced exactly:
 
 * per class, predictions are ranked by descending score; equal scores put the one listed
   later first (a stable ascending sort, reversed);

@@ -1,4 +1,4 @@
-"""Recall@k× (Ego4D Moment Queries, ``DATASETS.md`` §4).
+"""Recall@k× (Ego4D Moment Queries, ``docs/data.md`` §4).
 
 For each video and class, that class's predictions are ranked by score (ties as in the mAP
 protocol) and the top ``k · n_gt`` kept, ``n_gt`` being the video's GT count of the class.

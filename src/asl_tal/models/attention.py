@@ -24,7 +24,7 @@ def _guard_empty(key_mask: torch.Tensor) -> torch.Tensor:
 
 
 class MaskedSelfAttention(nn.Module):
-    """Multi-head self-attention with convolutional q, k, v (``ASL.md`` §1).
+    """Multi-head self-attention with convolutional q, k, v (``docs/method.md`` §1).
 
     q, k and v each pass a depthwise Conv1d k3 (stride ``stride``) and a LayerNorm, then a
     1×1 projection; attention runs on the strided grid, padded keys are masked out.
@@ -124,7 +124,7 @@ class MaskedSelfAttention(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """Channel attention ``CA`` of the stride-1 blocks (``ASL.md`` §1, [official]).
+    """Channel attention ``CA`` of the stride-1 blocks (``docs/method.md`` §1, [official]).
 
     Per head (width ``dh = d / n_heads``) with ``q, k, v (T, dh)`` from one bias-free Linear:
     ``A = softmax((k / sqrt(dh))ᵀ v)`` is ``dh × dh``, summed over the real steps only and

@@ -1,4 +1,4 @@
-"""The ASL backbone (``ASL.md`` §1): projection, TCN, stride-1 and down-sampling transformer
+"""The ASL backbone (``docs/method.md`` §1): projection, TCN, stride-1 and down-sampling transformer
 blocks, and the feature pyramid with its pre-head LayerNorms.
 """
 
@@ -94,7 +94,7 @@ def sinusoidal_position_encoding(
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN transformer block with optional 2× down-sampling (``ASL.md`` §1).
+    """Pre-LN transformer block with optional 2× down-sampling (``docs/method.md`` §1).
 
     ``x' = skip(x) + DropPath(Attn(LN(x)))``; ``out = x' + DropPath(FFN(LN(x')))``, where the
     skip path is the identity for stride 1 and a masked MaxPool1d k3 s2 p1 for stride 2.
@@ -137,7 +137,7 @@ class TransformerBlock(nn.Module):
 
 
 class StemBlock(nn.Module):
-    """Stride-1 encoder block: ``α · temporal + (1 − α) · channel`` (``ASL.md`` §1).
+    """Stride-1 encoder block: ``α · temporal + (1 − α) · channel`` (``docs/method.md`` §1).
 
     The temporal branch is a whole :class:`TransformerBlock`. The channel branch starts from
     ``y = LN1(x)`` (the temporal block's first norm), then ``y = y + CA(y)`` and

@@ -1,4 +1,4 @@
-"""Classification and localization heads, shared over pyramid levels (``ASL.md`` §1).
+"""Classification and localization heads, shared over pyramid levels (``docs/method.md`` §1).
 
 Both heads run over all levels at once, packed by :func:`pack_levels` (once for both).
 """

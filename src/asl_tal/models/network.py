@@ -1,4 +1,4 @@
-"""``ASLNetwork``: backbone, feature pyramid and heads of ASL (``ASL.md`` §1), no Lightning."""
+"""``ASLNetwork``: backbone, pyramid and heads of ASL (``docs/method.md`` §1), no Lightning."""
 
 from __future__ import annotations
 
@@ -21,11 +21,17 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def required_multiple(l3: int) -> int:
+    """Inputs of a network with ``l3`` down-sampling blocks are padded to a multiple of this:
+    ``2**l3``, the coarsest stride (see :attr:`ASLNetwork.required_multiple`)."""
+    return 2**l3
+
+
 class ASLNetwork(nn.Module):
     """The ASL network: ``(feats, mask)`` -> per-level logits, offsets, features and masks.
 
-    Keyword arguments come from the Hydra group ``model``; see :class:`ASLEncoder` for the
-    backbone ones.
+    Keyword arguments come from the ``model.network`` config block (``conf/model/asl.yaml``
+    holds their values); see :class:`ASLEncoder` for the backbone ones.
 
     Args:
         input_dim: feature width, or one width per stream (the streams are concatenated
@@ -54,28 +60,29 @@ class ASLNetwork(nn.Module):
         *,
         input_dim: int | Sequence[int],
         num_classes: int,
-        stream_dims: Sequence[int] | None = None,
-        d_emb: int = 512,
-        n_heads: int = 8,
-        l1: int = 1,
-        l2: int = 2,
-        l3: int = 5,
-        head_width: int = 512,
-        head_layers: int = 3,
-        t_c_alpha: float = 0.8,
-        channel_attention: bool = True,
-        attn_window: int | None = None,
-        attn_window_levels: int | None = None,
-        abs_pos_enc: bool = False,
-        max_seq_len: int = 2304,
-        dropout: float = 0.0,
-        path_drop: float = 0.1,
-        prior_prob: float = 0.01,
+        stream_dims: Sequence[int] | None,
+        d_emb: int,
+        n_heads: int,
+        l1: int,
+        l2: int,
+        l3: int,
+        head_width: int,
+        head_layers: int,
+        t_c_alpha: float,
+        channel_attention: bool,
+        attn_window: int | None,
+        attn_window_levels: int | None,
+        abs_pos_enc: bool,
+        max_seq_len: int,
+        dropout: float,
+        path_drop: float,
+        prior_prob: float,
         class_counts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.input_dims = [input_dim] if isinstance(input_dim, int) else [*input_dim]
         self.num_classes = num_classes
+        self.d_emb = d_emb
         self.l3 = l3
         self.encoder = ASLEncoder(
             self.input_dims,
@@ -116,7 +123,7 @@ class ASLNetwork(nn.Module):
         ``max_l 2**l · 2·⌊w_l/2⌋`` over the windowed levels (96 for ActivityNet's window 7
         on strides 1–16).
         """
-        return 2**self.l3
+        return required_multiple(self.l3)
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> NetworkOutput:
         """``feats (B, D, T)`` zero on padding, ``mask (B, T)`` bool -> :class:`NetworkOutput`.

@@ -1,4 +1,4 @@
-"""Points of the feature pyramid (``ASL.md`` §2).
+"""Points of the feature pyramid (``docs/method.md`` §2).
 
 Level ``l`` has stride ``s_l = 2**l`` and points at grid positions ``0, s_l, 2 s_l, ...``.
 All levels are concatenated in level order into one ``(P, 4)`` table whose columns are

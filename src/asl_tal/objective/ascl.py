@@ -1,4 +1,4 @@
-"""Action Sensitive Contrastive Loss ``L_ASCL`` (``ASL.md`` §6).
+"""Action Sensitive Contrastive Loss ``L_ASCL`` (``docs/method.md`` §6).
 
 Two modes, both on the level-0 features:
 
@@ -75,7 +75,7 @@ def masked_mean(feats_t: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
 
 
 class ASCLoss(nn.Module):
-    """``L_ASCL`` over a batch (``ASL.md`` §6).
+    """``L_ASCL`` over a batch (``docs/method.md`` §6).
 
     Args:
         d: feature width.

@@ -1,4 +1,4 @@
-"""Label assignment of pyramid points to GT segments (``ASL.md`` §2).
+"""Label assignment of pyramid points to GT segments (``docs/method.md`` §2).
 
 A point ``t`` of stride ``s`` with regression range ``[r_lo, r_hi]`` is a candidate for a GT
 ``[a, b]`` (centre ``c``) when it lies strictly inside the centre region

@@ -1,4 +1,4 @@
-"""Distance-IoU loss for 1-D segments given as offsets about a point (``ASL.md`` §5)."""
+"""Distance-IoU loss for 1-D segments given as offsets about a point (``docs/method.md`` §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sigmoid focal loss on multi-hot targets (``ASL.md`` §5)."""
+"""Sigmoid focal loss on multi-hot targets (``docs/method.md`` §5)."""
 
 from __future__ import annotations
 

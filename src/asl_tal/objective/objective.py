@@ -1,4 +1,4 @@
-"""The ASL training objective ``L = L_cls + L_loc + L_s + lambda L_ASCL`` (``ASL.md`` §2-§6).
+"""The ASL objective ``L = L_cls + L_loc + L_s + lambda L_ASCL`` (``docs/method.md`` §2-§6).
 
 Sensitivity weights (``Table c``): ``h = 1`` (baseline), ``q`` (+Inst.), ``p`` (+Class.),
 ``p + q`` (+ASL). ``L_cls`` weights positives by ``h_cls`` (negatives by 1), ``L_loc`` weights
@@ -24,16 +24,7 @@ from asl_tal.objective.sensitivity import (
     combine_sensitivity,
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
-
-ASCL_DEFAULTS = {
-    "weight": 0.1,
-    "mode": "topk",
-    "k": 3,
-    "num_background": 64,
-    "tau": None,
-    "proj_dim": 128,
-    "window_ratio": 0.2,
-}
+from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
 
 
 class ASLObjective(nn.Module):
@@ -42,83 +33,57 @@ class ASLObjective(nn.Module):
     Args:
         num_classes: ``C``.
         d_emb: pyramid feature width ``d``.
-        l4: conv layers of each instance evaluator.
-        class_level: build and use ``p`` (§3).
-        instance_level: build ``Phi`` and use ``q`` and ``L_s`` (§4).
-        ascl: ``weight`` (lambda; 0 or None disables and does not build it), ``mode``, ``k``,
-            ``num_background``, ``tau``, ``proj_dim``, ``window_ratio``.
-        init_loss_norm: initial ``N``.
-        loss_norm_momentum: EMA momentum of ``N``.
-        label_smoothing: focal-loss label smoothing ``eps``.
-        loc_weight_includes_cls: multiply the localisation weight by ``p_cls``.
-        detach_instance: ``q`` enters the weights detached.
-        evaluator_mask: ``"inside_gt"`` or ``"positives"``.
-        divide_by_stride: ``x = (m - t) / (s L)``; off uses ``s = 1``.
-        normalize: ``"none"`` or ``"mean"`` (``p`` rescaled to mean 1 per GT).
-        center_radius: centre-sampling radius in strides.
-        focal_alpha, focal_gamma: focal-loss parameters.
-        cls_weight, loc_weight: factors of ``L_cls`` and ``L_loc``.
-        evaluator_tile_len: frames per tile of the batched ``Phi`` evaluation.
+        sensitivity: the ``model.sensitivity`` block.
+        ascl: the ``model.ascl`` block.
+        loss: the ``model.loss`` block.
     """
 
     def __init__(
         self,
         num_classes: int,
         d_emb: int,
-        l4: int = 2,
-        class_level: bool = True,
-        instance_level: bool = True,
-        ascl: dict | None = None,
-        init_loss_norm: float = 100.0,
-        loss_norm_momentum: float = 0.9,
-        label_smoothing: float = 0.0,
-        loc_weight_includes_cls: bool = True,
-        detach_instance: bool = True,
-        evaluator_mask: str = "inside_gt",
-        divide_by_stride: bool = True,
-        normalize: str = "none",
-        center_radius: float = 1.5,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        cls_weight: float = 1.0,
-        loc_weight: float = 1.0,
-        evaluator_tile_len: int = 16,
+        sensitivity: SensitivitySettings,
+        ascl: ASCLSettings,
+        loss: LossSettings,
     ) -> None:
         super().__init__()
-        unknown = set(ascl or {}) - set(ASCL_DEFAULTS)
-        if unknown:
-            raise ValueError(f"ASLObjective: unknown ascl keys {sorted(unknown)}")
-        ascl_cfg = {**ASCL_DEFAULTS, **(ascl or {})}
         self.num_classes = num_classes
-        self.center_radius = center_radius
-        self.loss_norm_momentum = loss_norm_momentum
-        self.loc_weight_includes_cls = loc_weight_includes_cls
-        self.detach_instance = detach_instance
-        self.cls_weight = cls_weight
-        self.loc_weight = loc_weight
-        self.ascl_weight = float(ascl_cfg["weight"] or 0.0)
-        self.register_buffer("loss_normalizer", torch.tensor(float(init_loss_norm)))
+        self.center_radius = loss.center_radius
+        self.loss_norm_momentum = loss.loss_norm_momentum
+        self.loc_weight_includes_cls = sensitivity.loc_weight_includes_cls
+        self.detach_instance = sensitivity.detach_instance
+        self.cls_weight = loss.cls_weight
+        self.loc_weight = loss.loc_weight
+        self.ascl_weight = float(ascl.weight or 0.0)
+        self.register_buffer("loss_normalizer", torch.tensor(float(loss.init_loss_norm)))
 
-        self.focal = SigmoidFocalLoss(focal_alpha, focal_gamma, label_smoothing)
+        self.focal = SigmoidFocalLoss(loss.focal_alpha, loss.focal_gamma, loss.label_smoothing)
         self.diou = DIoULoss()
         self.class_sensitivity = (
-            ClassSensitivity(num_classes, divide_by_stride, normalize) if class_level else None
-        )
-        self.instance_sensitivity = (
-            InstanceSensitivity(d_emb, l4, evaluator_mask, evaluator_tile_len)
-            if instance_level
+            ClassSensitivity(num_classes, sensitivity.divide_by_stride, sensitivity.normalize)
+            if sensitivity.class_level
             else None
         )
-        self.sensitivity_loss = SensitivityRegressionLoss() if instance_level else None
+        self.instance_sensitivity = (
+            InstanceSensitivity(
+                d_emb,
+                sensitivity.evaluator_layers,
+                sensitivity.evaluator_mask,
+                sensitivity.evaluator_tile_len,
+            )
+            if sensitivity.instance_level
+            else None
+        )
+        self.sensitivity_loss = SensitivityRegressionLoss() if sensitivity.instance_level else None
         self.ascl = (
             ASCLoss(
                 d_emb,
-                mode=ascl_cfg["mode"],
-                k=ascl_cfg["k"],
-                num_background=ascl_cfg["num_background"],
-                tau=ascl_cfg["tau"],
-                proj_dim=ascl_cfg["proj_dim"],
-                window_ratio=ascl_cfg["window_ratio"],
+                mode=ascl.mode,
+                k=ascl.k,
+                num_background=ascl.num_background,
+                tau=ascl.tau,
+                proj_dim=ascl.proj_dim,
+                window_ratio=ascl.window_ratio,
             )
             if self.ascl_weight > 0
             else None

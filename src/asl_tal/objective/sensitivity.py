@@ -1,4 +1,4 @@
-"""Action sensitivity: class-level ``p`` (``ASL.md`` §3) and instance-level ``q`` (§4).
+"""Action sensitivity: class-level ``p`` (``docs/method.md`` §3) and instance-level ``q`` (§4).
 
 ``p`` is a fixed-form Gaussian of a point's normalised distance to its GT's centre, with
 learnable per-class means and widths. ``q`` comes from the instance evaluators ``Phi``,
@@ -52,7 +52,7 @@ def mean_per_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -
 
 
 class ClassSensitivity(nn.Module):
-    """Class-level sensitivity ``p_cls``, ``p_loc`` (``ASL.md`` §3).
+    """Class-level sensitivity ``p_cls``, ``p_loc`` (``docs/method.md`` §3).
 
     Args:
         num_classes: ``C``.
@@ -63,9 +63,7 @@ class ClassSensitivity(nn.Module):
 
     weight_decay_params = ("mu_cls", "sigma_cls", "mu_L", "sigma_L", "mu_R", "sigma_R")
 
-    def __init__(
-        self, num_classes: int, divide_by_stride: bool = True, normalize: str = "none"
-    ) -> None:
+    def __init__(self, num_classes: int, divide_by_stride: bool, normalize: str) -> None:
         super().__init__()
         if normalize not in SENSITIVITY_MODES:
             raise ValueError(f"ClassSensitivity: normalize must be one of {SENSITIVITY_MODES}")
@@ -172,7 +170,7 @@ class InstanceEvaluator(nn.Module):
 
 
 class InstanceSensitivity(nn.Module):
-    """The two evaluators ``Phi_cls``, ``Phi_loc`` and where they run (``ASL.md`` §4).
+    """The two evaluators ``Phi_cls``, ``Phi_loc`` and where they run (``docs/method.md`` §4).
 
     Args:
         d: feature width.
@@ -182,9 +180,7 @@ class InstanceSensitivity(nn.Module):
         tile_len: frames per tile of the batched evaluation.
     """
 
-    def __init__(
-        self, d: int, l4: int, evaluator_mask: str = "inside_gt", tile_len: int = 16
-    ) -> None:
+    def __init__(self, d: int, l4: int, evaluator_mask: str, tile_len: int) -> None:
         super().__init__()
         if evaluator_mask not in EVALUATOR_MASKS:
             raise ValueError(f"evaluator_mask must be one of {EVALUATOR_MASKS}")

@@ -1,4 +1,4 @@
-"""Sensitivity regression loss ``L_s`` (``ASL.md`` §4, Eq. 7)."""
+"""Sensitivity regression loss ``L_s`` (``docs/method.md`` §4, Eq. 7)."""
 
 from __future__ import annotations
 

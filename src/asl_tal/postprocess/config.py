@@ -1,4 +1,4 @@
-"""Post-processing settings (``ASL.md`` §8); defaults are ActionFormer's THUMOS14 values."""
+"""Post-processing settings (``docs/method.md`` §8); defaults are ActionFormer's THUMOS14 values."""
 
 from __future__ import annotations
 
@@ -29,18 +29,18 @@ class PostprocessConfig:
         fusion_topk: classes per video when fusing with external video-level scores.
     """
 
-    score_thresh: float = 0.001
-    pre_nms_topk: int = 2000
-    topk_per_level: bool = True
-    duration_thresh: float = 0.05
-    nms_method: NmsMethod = "soft_gaussian"
-    sigma: float = 0.5
-    iou_threshold: float = 0.1
-    min_score: float = 0.001
-    max_seg_num: int = 200
-    class_agnostic: bool = False
-    voting_thresh: float = 0.0
-    fusion_topk: int = 2
+    score_thresh: float
+    pre_nms_topk: int
+    topk_per_level: bool
+    duration_thresh: float
+    nms_method: NmsMethod
+    sigma: float
+    iou_threshold: float
+    min_score: float
+    max_seg_num: int
+    class_agnostic: bool
+    voting_thresh: float
+    fusion_topk: int
 
     def __post_init__(self) -> None:
         if self.nms_method not in ("soft_gaussian", "soft_linear", "hard", "none"):

@@ -1,4 +1,4 @@
-"""From network outputs to per-video detections in seconds (``ASL.md`` §8).
+"""From network outputs to per-video detections in seconds (``docs/method.md`` §8).
 
 :func:`decode_candidates` turns the flat per-point outputs into scored segments on the
 feature grid, :func:`postprocess` runs the whole chain: decode, NMS, optional fusion with

@@ -1,6 +1,6 @@
 """Fusion of class-agnostic proposals with external video-level class scores.
 
-ActivityNet's class-agnostic variant (``DATASETS.md`` §1): every proposal is repeated for
+ActivityNet's class-agnostic variant (``docs/data.md`` §1): every proposal is repeated for
 each of the video's ``topk`` highest-scoring classes, with score ``sqrt(proposal · class)``.
 """
 

@@ -1,4 +1,4 @@
-"""Batched non-maximum suppression for 1-D segments, in plain torch (``ASL.md`` §8).
+"""Batched non-maximum suppression for 1-D segments, in plain torch (``docs/method.md`` §8).
 
 Candidates of all videos are regrouped into one padded ``(G, K_g)`` table, one row per
 ``(video, class)`` group (per video when class-agnostic), sorted by score. Soft-NMS then

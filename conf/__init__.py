@@ -1,0 +1,27 @@
+"""asl-tal's Hydra configs, shipped inside the package as ``asl_tal.conf``.
+
+The folder sits at the top of the repository (``conf/``) and is mapped onto this package by
+``pyproject.toml``, so the entry points find it as ``pkg://asl_tal.conf`` however the package
+was installed. :func:`compose` builds a config the way the entry points do, for notebooks,
+tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_PATH = "pkg://asl_tal.conf"
+
+# `${sum:a,b}`: the trainer runs warm-up + training epochs
+OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+
+
+def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
+    """The composed config ``config_name`` with command-line style ``overrides``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("asl_tal.conf", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))

@@ -1,0 +1,1 @@
+"""Shared test set-up: the helpers in ``model_defaults`` are importable from every test."""

@@ -1,0 +1,61 @@
+"""The model config's defaults (``conf/model/*.yaml``), for tests that build parts directly.
+
+The YAML is the one source of these values; tests take them from there and override what
+they exercise.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
+
+from asl_tal.objective.objective import ASLObjective
+from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
+from asl_tal.settings import settings_from
+
+
+@functools.cache
+def _model_block(option: str) -> dict:
+    cfg = compose("train", [f"model={option}"])
+    return OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def model_config(option: str = "asl", **blocks: dict[str, Any]) -> dict:
+    """The resolved ``model`` block of ``model=<option>``, with ``blocks`` merged into it.
+
+    ``model_config(network={"d_emb": 32}, ascl={"weight": 0})`` changes those keys only.
+    """
+    cfg = copy.deepcopy(_model_block(option))
+    for name, values in blocks.items():
+        if isinstance(cfg.get(name), dict):
+            cfg[name].update(values)
+        else:
+            cfg[name] = values
+    return cfg
+
+
+def network_kwargs(**overrides: Any) -> dict:
+    """``ASLNetwork`` keyword arguments of the default model, ``overrides`` applied."""
+    return {**model_config()["network"], **overrides}
+
+
+def make_objective(
+    num_classes: int,
+    d_emb: int,
+    sensitivity: dict | None = None,
+    ascl: dict | None = None,
+    loss: dict | None = None,
+) -> ASLObjective:
+    """An :class:`ASLObjective` with the default settings, the given keys changed."""
+    cfg = model_config(sensitivity=sensitivity or {}, ascl=ascl or {}, loss=loss or {})
+    return ASLObjective(
+        num_classes,
+        d_emb,
+        settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
+        settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
+        settings_from(LossSettings, cfg["loss"], "model.loss"),
+    )
