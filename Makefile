@@ -1,6 +1,6 @@
 PY ?= .venv/bin/python
 
-.PHONY: help install test test-all lint format train clean
+.PHONY: help install test test-all lint format train wheel-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,5 +27,18 @@ format:  ## apply ruff fixes and formatting
 train:  ## train + evaluate on the built-in synthetic benchmark
 	$(PY) -m asl_tal.train
 
-clean:  ## remove caches and run outputs
-	rm -rf outputs multirun .pytest_cache .ruff_cache
+wheel-check:  ## build the wheel, install it into a fresh venv, train debug=fast_dev_run elsewhere
+	rm -rf dist .venv-wheel
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	python3 -m venv .venv-wheel
+	.venv-wheel/bin/pip install --quiet --upgrade pip
+	.venv-wheel/bin/pip install --quiet dist/asl_tal-*.whl
+	cd "$$(mktemp -d)" && ASL_TAL_DATA_DIR="$$PWD/data" "$(CURDIR)/.venv-wheel/bin/asl-train" debug=fast_dev_run \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-convert" --help > /dev/null \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-evaluate" --help > /dev/null \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-eval" --help > /dev/null \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-predict" --help > /dev/null
+	@echo "wheel-check: the installed wheel trains from an unrelated folder"
+
+clean:  ## remove caches, run outputs and build folders
+	rm -rf outputs multirun .pytest_cache .ruff_cache dist build .venv-wheel

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 import torch
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
 
 from asl_tal.metrics.matching import GroundTruth, detection_ap, mean_ap
 from asl_tal.postprocess.config import PostprocessConfig
@@ -85,7 +87,7 @@ def main() -> None:
     per_class = detection_ap(gt, *preds, args.classes, thresholds)
     scorer_s = time_call(lambda: detection_ap(gt, *preds, args.classes, thresholds), args.repeats)
 
-    cfg = PostprocessConfig(nms_method="soft_gaussian", sigma=0.5, max_seg_num=200)
+    cfg = PostprocessConfig(**OmegaConf.to_container(compose("train").postprocess))
     single = nms_inputs(1, args.candidates, args.classes)
     batched = nms_inputs(args.batch, args.candidates, args.classes)
     single_s = time_call(lambda: batched_nms(*single, cfg), args.repeats)

@@ -15,6 +15,8 @@ import statistics
 import time
 
 import torch
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
@@ -72,12 +74,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    overrides = {
+        "all_on": [],
+        "no_ascl": ["model.ascl.weight=0"],
+        "sensitivity_off": [
+            "model.sensitivity.class_level=false",
+            "model.sensitivity.instance_level=false",
+            "model.ascl.weight=0",
+        ],
+    }
     settings = {
-        "all_on": ASLObjective(C, D, l4=2).train(),
-        "no_ascl": ASLObjective(C, D, l4=2, ascl={"weight": 0}).train(),
-        "sensitivity_off": ASLObjective(
-            C, D, class_level=False, instance_level=False, ascl={"weight": 0}
-        ).train(),
+        name: ASLObjective.from_config(
+            OmegaConf.to_container(compose("train", ["model=asl", *extra]).model, resolve=True),
+            C,
+            D,
+        ).train()
+        for name, extra in overrides.items()
     }
     result = {
         "shape": {"B": B, "T": T, "P": 2016, "C": C, "d": D, "gt_per_video": NUM_GT},

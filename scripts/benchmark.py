@@ -102,7 +102,7 @@ class Runner:
         return detector, cfg
 
     def train_batch(self, cfg: dict):
-        input_dim = cfg["model"]["input_dim"]
+        input_dim = cfg["model"]["network"]["input_dim"]
         width = input_dim if isinstance(input_dim, int) else sum(input_dim)
         batch = synthetic_batch(
             width,
@@ -162,7 +162,10 @@ class Runner:
             "gt_per_video": self.bench.gt_per_video,
             "parameters": sum(p.numel() for p in detector.parameters()),
             "network_parameters": sum(p.numel() for p in detector.network.parameters()),
-            "model": {k: cfg["model"][k] for k in ("d_emb", "l1", "l2", "l3", "l4", "attn_window")},
+            "model": {
+                **{k: cfg["model"][k] for k in ("d_emb", "l1", "l2", "l3", "l4")},
+                "attn_window": cfg["model"]["network"]["attn_window"],
+            },
             **times,
             "videos_per_s": round(self.bench.batch_size / times["step"]["median_s"], 3),
             "gflop_per_step": round(gflop, 3),
@@ -218,7 +221,7 @@ class Runner:
         detector.eval()
         post = PostprocessConfig(**cfg["postprocess"])
         multiple = detector.required_multiple
-        input_dim = cfg["model"]["input_dim"]
+        input_dim = cfg["model"]["network"]["input_dim"]
         width = input_dim if isinstance(input_dim, int) else sum(input_dim)
         timer = SectionTimer(self.device)
         per_video = {}
@@ -278,7 +281,8 @@ class Runner:
     # ------------------------------------------------------------------------------
     def nms(self) -> dict:
         candidates, classes, kept = self.bench.nms
-        cfg = PostprocessConfig(nms_method="soft_gaussian", sigma=0.5, max_seg_num=kept)
+        defaults = compose(self.bench, ["postprocess=default"])["postprocess"]
+        cfg = PostprocessConfig(**{**defaults, "max_seg_num": kept})
         inputs = [t.to(self.device) for t in bench_eval.nms_inputs(1, candidates, classes)]
         timer = SectionTimer(self.device)
         for rep in range(self.warmup + self.repeats):
@@ -336,13 +340,13 @@ class Runner:
     # ------------------------------------------------------------------------------
     def scaling(self) -> dict:
         window = self.bench.scaling_window
-        settings = {"global": ["model.attn_window=null"], f"window_{window}": [
-            f"model.attn_window={window}", "model.attn_window_levels=null"]}  # fmt: skip
+        settings = {"global": ["model.network.attn_window=null"], f"window_{window}": [
+            f"model.network.attn_window={window}", "model.network.attn_window_levels=null"]}  # fmt: skip
         table: dict[str, dict] = {}
         for name, overrides in settings.items():
             detector, cfg = self.build(overrides)
             detector.eval()
-            input_dim = cfg["model"]["input_dim"]
+            input_dim = cfg["model"]["network"]["input_dim"]
             width = input_dim if isinstance(input_dim, int) else sum(input_dim)
             rows = {}
             for length in self.bench.scaling_lengths:

@@ -17,19 +17,20 @@ import statistics
 import time
 
 import torch
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
 
 from asl_tal.models.network import ASLNetwork
 
-CONFIGS = {
-    "thumos14": dict(
-        input_dim=2048, num_classes=20, d_emb=512, n_heads=8, l1=1, l2=2, l3=5, head_width=512,
-        max_seq_len=2304,
-    ),
-    "ego4d": dict(
-        input_dim=[256, 2304, 1536], stream_dims=[256, 128, 128], num_classes=110, d_emb=512,
-        n_heads=8, l1=2, l2=3, l3=8, head_width=512, abs_pos_enc=True, max_seq_len=1024,
-    ),
-}  # fmt: skip
+
+def network_config(dataset: str) -> dict:
+    """``ASLNetwork`` keyword arguments of ``dataset=<dataset>``'s row."""
+    cfg = compose("train", [f"dataset={dataset}"])
+    network = OmegaConf.to_container(cfg.model.network, resolve=True)
+    return {**network, "num_classes": cfg.dataset.num_classes}
+
+
+CONFIGS = {"thumos14": network_config("thumos14"), "ego4d": network_config("ego4d_mq")}
 
 
 def count(module: torch.nn.Module) -> int:
@@ -107,7 +108,7 @@ def main() -> None:
             "shapes": shapes(net, args.seq_len),
         }
         if name == "thumos14" and not args.skip_timing:
-            no_ca = ASLNetwork(**config, channel_attention=False)
+            no_ca = ASLNetwork(**{**config, "channel_attention": False})
             report[name]["timing_cpu"] = {
                 "batch": 2,
                 "seq_len": args.seq_len,

@@ -14,8 +14,7 @@ from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
 from asl_tal.objective.objective import ASLObjective
-from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
-from asl_tal.settings import settings_from
+from asl_tal.postprocess.config import PostprocessConfig
 
 
 @functools.cache
@@ -52,10 +51,10 @@ def make_objective(
 ) -> ASLObjective:
     """An :class:`ASLObjective` with the default settings, the given keys changed."""
     cfg = model_config(sensitivity=sensitivity or {}, ascl=ascl or {}, loss=loss or {})
-    return ASLObjective(
-        num_classes,
-        d_emb,
-        settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
-        settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
-        settings_from(LossSettings, cfg["loss"], "model.loss"),
-    )
+    return ASLObjective.from_config(cfg, num_classes, d_emb)
+
+
+def postprocess_config(**overrides: Any) -> PostprocessConfig:
+    """The default ``postprocess`` settings (``conf/postprocess/default.yaml``), changed."""
+    values = OmegaConf.to_container(compose("train").postprocess, resolve=True)
+    return PostprocessConfig(**{**values, **overrides})

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from asl_tal.data.annotations import AnnotationError
-from asl_tal.evaluate import EvaluationError, evaluate_results, main, read_predictions
-from asl_tal.submission import SubmissionError
+from asl_tal.evaluate import EvaluationError, evaluate_results, main
+from asl_tal.submission import SubmissionError, read_results
 
 
 def gt_file(tmp_path: Path) -> Path:
@@ -170,7 +170,10 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
-    """Exit status 2, no traceback, stderr is one ``error: ...`` line holding ``words``."""
+    """Exit status 2, no traceback, stderr is one ``error: ...`` line holding ``words``.
+
+    Bad input is found before any scoring, so nothing (no warning) comes before the line.
+    """
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -237,7 +240,7 @@ def test_bad_score_or_segment_is_one_line(
     proc = run_cli("--gt", str(gt_file(tmp_path)), "--pred", str(pred), cwd=tmp_path)
     assert_one_line_error(proc, "pred.json", "video 'v1' entry 3", f"field {field}", phrase)
     with pytest.raises(SubmissionError, match="'v1' entry 3"):
-        read_predictions(pred)
+        read_results(pred)
 
 
 def test_score_as_huge_integer_is_not_finite(tmp_path: Path) -> None:
@@ -260,7 +263,7 @@ def test_zero_length_and_integer_predictions_are_accepted(tmp_path: Path) -> Non
 
 
 def test_scores_read_match_the_file(tmp_path: Path) -> None:
-    rows = read_predictions(pred_file(tmp_path, {"x": [det("a", 1, 2, 3), det("b", 0.25, 4, 6)]}))
+    rows = read_results(pred_file(tmp_path, {"x": [det("a", 1, 2, 3), det("b", 0.25, 4, 6)]}))
     assert rows.video_ids.tolist() == ["x", "x"] and rows.entry_index.tolist() == [0, 1]
     assert rows.labels.tolist() == ["a", "b"]
     assert rows.scores.tolist() == [1.0, 0.25]
@@ -322,7 +325,8 @@ def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
         ),
         (lambda t: ["--subset", "nosuchsubset"], ["gt.json", "'subset'", "nosuchsubset"]),
         (lambda t: ["--subset", "validation"], ["gt.json", "'subset'", "validation"]),
-        (lambda t: ["--out", str(write(t, "f", "x") / "m.json")], ["m.json", "cannot write"]),
+        (lambda t: ["--out", str(write(t, "f", "x") / "m.json")], ["m.json", "cannot create"]),
+        (lambda t: ["--out", str(t)], ["--out is a directory"]),
         (lambda t: ["--tiou"], ["--tiou"]),
         (lambda t: ["--bogus"], ["--bogus"]),
     ],

@@ -13,7 +13,6 @@ from asl_tal.postprocess.decode import Detections
 from asl_tal.submission import (
     read_results,
     write_activitynet_results,
-    write_ego4d_mq_submission,
 )
 
 CLASSES = ClassMap(("jump", "run", "swim"))
@@ -45,10 +44,11 @@ def test_activitynet_layout_and_round_trip(tmp_path: Path) -> None:
     assert rows.entry_index.tolist() == [0, 1]
 
 
-def test_ego4d_layout_and_round_trip(tmp_path: Path) -> None:
-    path = write_ego4d_mq_submission(tmp_path / "sub.json", DETS, CLASSES)
-    data = json.loads(path.read_text())
-    assert data["challenge"] == "ego4d_moment_queries"
-    assert data["version"] == "1.0" and data["retrieve_results"] == {}
-    assert [e["label"] for e in data["detect_results"]["vid_a"]] == ["swim", "jump"]
-    assert read_results(path).labels.tolist() == ["swim", "jump"]
+def test_an_ego4d_submission_reads_its_detect_results(tmp_path: Path) -> None:
+    path = tmp_path / "sub.json"
+    entry = {"label": "swim", "score": 0.5, "segment": [1.0, 3.0]}
+    submission = {"version": "1.0", "challenge": "ego4d_moment_queries", "retrieve_results": {}}
+    path.write_text(json.dumps({**submission, "detect_results": {"clip": [entry]}}))
+    rows = read_results(path)
+    assert rows.video_ids.tolist() == ["clip"] and rows.labels.tolist() == ["swim"]
+    np.testing.assert_array_equal(rows.segments, [[1.0, 3.0]])

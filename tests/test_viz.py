@@ -19,7 +19,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from asl_tal.conf import compose
 from matplotlib.colors import to_rgba
 
 from asl_tal import viz
@@ -28,7 +28,6 @@ from asl_tal.callbacks import VisualizationCallback
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 EPOCHS = 3  # debug=tiny: 2 epochs + 1 warm-up
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,13 +66,11 @@ def viz_run(tmp_path_factory) -> tuple[Path, Path]:
 def trained(viz_run):
     """``(module, datamodule, first validation batch)`` of the tiny run's best checkpoint."""
     data_dir, run_dir = viz_run
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=tiny_overrides(data_dir))
-    datamodule = build_datamodule(cfg)
+    cfg = compose("train", tiny_overrides(data_dir))
+    module = load_checkpoint(run_dir / "checkpoints" / "best.ckpt").eval()
+    datamodule = build_datamodule(cfg, l3=module.detector.network.l3)
     datamodule.prepare_data()
     datamodule.setup("validate")
-    module = load_checkpoint(run_dir / "checkpoints" / "best.ckpt").eval()
-    datamodule.pad_multiple = module.detector.required_multiple
     batch = next(iter(datamodule.val_dataloader()))
     return module, datamodule, batch
 

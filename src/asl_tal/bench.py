@@ -21,8 +21,6 @@ import torch
 
 from asl_tal.data.batch import Batch, VideoMeta
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -104,20 +102,13 @@ CONFIGS: dict[str, BenchConfig] = {
 
 def compose(config: BenchConfig, overrides: Sequence[str] = ()) -> dict:
     """The composed ``train`` config (plain dict) for ``config`` plus ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(
-            "train",
-            overrides=[
-                f"dataset={config.dataset}",
-                "logger=none",
-                *config.overrides,
-                *overrides,
-            ],
-        )
+    from asl_tal.conf import compose as compose_config
+
+    cfg = compose_config(
+        "train", [f"dataset={config.dataset}", "logger=none", *config.overrides, *overrides]
+    )
     return {
         key: OmegaConf.to_container(cfg[key], resolve=True)
         for key in ("model", "dataset", "optimizer", "postprocess")

@@ -17,10 +17,9 @@ from asl_tal.models.network import ASLNetwork
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator
 from asl_tal.objective.objective import ASLObjective
-from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, postprocess
-from asl_tal.settings import settings_from
+from asl_tal.settings import check_keywords
 
 
 class ASLDetector(nn.Module):
@@ -54,14 +53,10 @@ class ASLDetector(nn.Module):
         ``network`` -> :class:`ASLNetwork`, ``points`` -> :class:`PointGenerator`,
         ``sensitivity`` / ``ascl`` / ``loss`` -> the objective's settings.
         """
+        check_keywords(ASLNetwork, cfg["network"], "model.network", ("num_classes",))
+        check_keywords(PointGenerator, cfg["points"], "model.points", ("num_levels",))
         network = ASLNetwork(num_classes=num_classes, class_counts=class_counts, **cfg["network"])
-        objective = ASLObjective(
-            num_classes,
-            network.d_emb,
-            settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
-            settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
-            settings_from(LossSettings, cfg["loss"], "model.loss"),
-        )
+        objective = ASLObjective.from_config(cfg, num_classes, network.d_emb)
         return cls(network, objective, PointGenerator(network.num_levels, **cfg["points"]))
 
     @property

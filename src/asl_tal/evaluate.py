@@ -15,31 +15,27 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
-from asl_tal.data.annotations import AnnotationError, load_annotations, read_json
+from asl_tal.data.annotations import AnnotationError, load_annotations
 from asl_tal.metrics.matching import detection_ap, ground_truth_from_annotations, mean_ap
-from asl_tal.submission import ResultRows, SubmissionError
+from asl_tal.submission import (
+    ResultRows,
+    SubmissionError,
+    check_result_values,
+    read_results,
+    show_value,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIOU = (0.3, 0.4, 0.5, 0.6, 0.7)
-_REAL_TYPES = frozenset((int, float))  # what JSON numbers parse to (bool is its own type)
-_FIELD_NAMES = ("label", "score", "segment")
 
 
 class EvaluationError(ValueError):
     """Bad scorer input that is neither the GT's nor the results file's fault (thresholds)."""
-
-
-def _show(value: object, limit: int = 60) -> str:
-    """``repr`` of a bad value, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_tiou_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
@@ -52,7 +48,7 @@ def check_tiou_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
         values = np.array(tiou_thresholds, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise EvaluationError(
-            f"tIoU thresholds must be numbers, got {_show(tiou_thresholds)}"
+            f"tIoU thresholds must be numbers, got {show_value(tiou_thresholds)}"
         ) from None
     if values.size == 0:
         raise EvaluationError("no tIoU threshold given")
@@ -61,146 +57,6 @@ def check_tiou_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
         shown = ", ".join(f"{v:g}" for v in values[bad])
         raise EvaluationError(f"tIoU thresholds must lie in (0, 1], got {shown}")
     return values
-
-
-def _entry_problem(entry: object) -> str | None:
-    """What is wrong with one results entry (a missing / mistyped field), None if nothing.
-
-    A score must be a real number (int or float, not a bool or a string), a segment a list
-    of two real numbers; finiteness and ``end >= start`` are checked on the arrays.
-    """
-    if not isinstance(entry, dict):
-        return f"expected an object, got {type(entry).__name__}"
-    for key in _FIELD_NAMES:
-        if key not in entry:
-            return f"missing field {key!r}"
-    label, score, seg = (entry[key] for key in _FIELD_NAMES)
-    if not isinstance(label, str):
-        return f"field 'label' must be a string, got {_show(label)}"
-    if type(score) not in _REAL_TYPES:
-        return f"field 'score' must be a number, got {_show(score)}"
-    if not isinstance(seg, list) or len(seg) != 2:
-        return f"field 'segment' must be [start, end], got {_show(seg)}"
-    if not all(type(x) in _REAL_TYPES for x in seg):
-        return f"field 'segment' must hold two numbers, got {_show(seg)}"
-    return None
-
-
-def _raise_first_bad_entry(path: Path, results: dict) -> None:
-    for video_id, entries in results.items():
-        for i, entry in enumerate(entries):
-            problem = _entry_problem(entry)
-            if problem is not None:
-                raise SubmissionError(f"{path}: video {video_id!r} entry {i}: {problem}")
-
-
-def _columns(flat: list) -> tuple[list, list, list, list] | None:
-    """Labels, scores, segments and flat segment coordinates, or None if an entry is bad.
-
-    Whole-list checks at C speed (``map(type, ...)``), no per-entry Python code; the rules are
-    those of :func:`_entry_problem`, which finds the culprit when this returns None.
-    """
-    if not flat:
-        return [], [], [], []
-    if set(map(type, flat)) != {dict}:
-        return None
-    try:
-        labels, scores, segments = (list(map(itemgetter(key), flat)) for key in _FIELD_NAMES)
-    except KeyError:
-        return None
-    if set(map(type, labels)) != {str} or not set(map(type, scores)) <= _REAL_TYPES:
-        return None
-    if set(map(type, segments)) != {list} or set(map(len, segments)) != {2}:
-        return None
-    coords = list(chain.from_iterable(segments))
-    if not set(map(type, coords)) <= _REAL_TYPES:
-        return None
-    return labels, scores, segments, coords
-
-
-def _check_values(source: str | Path, rows: ResultRows) -> None:
-    """Finite scores and segments, ``end >= start``; names the first bad entry in file order."""
-    bad_score = ~np.isfinite(rows.scores)
-    bad_segment = ~np.isfinite(rows.segments).all(axis=1)
-    backwards = rows.segments[:, 1] < rows.segments[:, 0]
-    bad = bad_score | bad_segment | backwards
-    if not bad.any():
-        return
-    i = int(np.argmax(bad))
-    if bad_score[i]:
-        problem = f"field 'score' is not finite, got {float(rows.scores[i])!r}"
-    elif bad_segment[i]:
-        problem = f"field 'segment' is not finite, got {rows.segments[i].tolist()}"
-    else:
-        problem = f"field 'segment' has end < start, got {rows.segments[i].tolist()}"
-    more = int(bad.sum()) - 1
-    raise SubmissionError(
-        f"{source}: video {rows.video_ids[i]!r} entry {rows.entry_index[i]}: {problem}"
-        + (f" (and {more} more bad entries)" if more else "")
-    )
-
-
-def read_predictions(path: str | Path) -> ResultRows:
-    """Read and validate an ActivityNet results file (or an Ego4D MQ submission).
-
-    Reads through :func:`~asl_tal.data.annotations.read_json` (so a repeated key or a too
-    deep file is refused) and checks every entry: ``label`` a string, ``score`` a finite
-    real number, ``segment`` two finite real numbers with ``end >= start`` (a zero-length
-    prediction is allowed, unlike a GT segment). JSON strings and booleans are not numbers.
-
-    Raises:
-        SubmissionError: naming the file, the video, the entry and the field.
-    """
-    path = Path(path)
-    data = read_json(path, error=SubmissionError, kind="results file")
-    key = "detect_results" if isinstance(data, dict) and "detect_results" in data else "results"
-    results = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(data, dict):
-        raise SubmissionError(
-            f"{path}: expected an object with field 'results', got {type(data).__name__}"
-        )
-    if key not in data:
-        raise SubmissionError(f"{path}: top-level field 'results' (an object) is missing")
-    if not isinstance(results, dict):
-        raise SubmissionError(
-            f"{path}: top-level field {key!r} must be an object, got {type(results).__name__}"
-        )
-    for video_id, entries in results.items():
-        if not isinstance(entries, list):
-            raise SubmissionError(
-                f"{path}: video {video_id!r}: expected a list of detections, "
-                f"got {type(entries).__name__}"
-            )
-    columns = _columns(list(chain.from_iterable(results.values())))
-    if columns is None:
-        _raise_first_bad_entry(path, results)
-        raise AssertionError("a results entry failed the array checks but not the entry checks")
-    labels, scores, _, coords = columns
-    counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
-    try:
-        score_array = np.array(scores, dtype=np.float64)
-        segment_array = np.array(coords, dtype=np.float64).reshape(-1, 2)
-    except OverflowError:  # an int too large for a float: not finite
-        score_array = np.array([_float_or_inf(x) for x in scores], dtype=np.float64)
-        segment_array = np.array([_float_or_inf(x) for x in coords], dtype=np.float64)
-        segment_array = segment_array.reshape(-1, 2)
-    starts = np.cumsum(counts) - counts
-    rows = ResultRows(
-        video_ids=np.repeat(np.array(list(results), dtype=object), counts),
-        entry_index=np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts),
-        labels=np.array(labels, dtype=object),
-        scores=score_array,
-        segments=segment_array,
-    )
-    _check_values(path, rows)
-    return rows
-
-
-def _float_or_inf(value: int | float) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        return float("inf")
 
 
 def _lookup(values: np.ndarray, table: dict[str, int]) -> np.ndarray:
@@ -223,7 +79,7 @@ def evaluate_results(
 
     Raises:
         AnnotationError: bad GT file, or no GT segment in ``subset``.
-        SubmissionError: bad results file (see :func:`read_predictions`).
+        SubmissionError: bad results file (see :func:`~asl_tal.submission.read_results`).
         EvaluationError: a tIoU threshold outside (0, 1].
     """
     thresholds = check_tiou_thresholds(tiou_thresholds)
@@ -235,10 +91,10 @@ def evaluate_results(
     if isinstance(pred, ResultRows):
         source: str | Path = "<predictions>"
         rows = pred
-        _check_values(source, rows)
+        check_result_values(source, rows)
     else:
         source = pred
-        rows = read_predictions(pred)
+        rows = read_results(pred)
     if len(rows.scores) == 0:
         log.warning("%s: no predictions at all: every AP is 0", source)
     video = _lookup(rows.video_ids, video_index)
@@ -302,12 +158,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    metrics = evaluate_results(args.gt, args.pred, args.subset, args.tiou)
-    print(format_table(metrics))
-    if args.out:
-        out = Path(args.out)
+    out = Path(args.out) if args.out else None
+    if out is not None:  # a bad --out fails before the scoring, not after it
+        if out.is_dir():
+            raise EvaluationError(f"{out}: --out is a directory, not a file name")
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EvaluationError(f"{out}: cannot create its folder ({err})") from err
+    metrics = evaluate_results(args.gt, args.pred, args.subset, args.tiou)
+    print(format_table(metrics))
+    if out is not None:
+        try:
             out.write_text(json.dumps(metrics, indent=2))
         except OSError as err:
             raise EvaluationError(f"{out}: cannot write the metrics ({err})") from err

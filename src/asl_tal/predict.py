@@ -393,16 +393,6 @@ def predict(cfg: DictConfig) -> PredictReport:
     inventory = find_videos(cfg.input)
     output = Path(cfg.output) if cfg.get("output") else run_dir() / "results" / "predictions.json"
     check_output(output, inventory.files)
-    dataset = RawFeatureDataset(
-        inventory.sources,
-        input_dim=int(data.input_dim),
-        fps=cfg.get("fps") or data.get("fps") or data.get("default_fps"),
-        stride=data.feat_stride,
-        window=data.feat_window,
-        duration=cfg.get("duration"),
-        fixed_length=data.fixed_length,
-        resample_geometry=data.get("resample_geometry", "spec"),
-    )
     module = load_checkpoint(
         cfg.ckpt_path,
         input_dim=int(data.input_dim),
@@ -414,7 +404,16 @@ def predict(cfg: DictConfig) -> PredictReport:
             "video-level class scores to name its detections; use python -m asl_tal.eval "
             "with dataset.ext_score_file instead"
         )
-
+    dataset = RawFeatureDataset(
+        inventory.sources,
+        input_dim=int(data.input_dim),
+        fps=cfg.get("fps") or data.get("fps") or data.get("default_fps"),
+        stride=data.feat_stride,
+        window=data.feat_window,
+        duration=cfg.get("duration"),
+        fixed_length=data.fixed_length,
+        resample_geometry=data.get("resample_geometry", "spec"),
+    )
     detections: dict = {}
     batches = ReadableBatches(
         DataLoader(

@@ -1,36 +1,32 @@
-"""Results files: ActivityNet-style detections and the Ego4D Moment Queries submission.
+"""Results files: writing ActivityNet-style detections, reading them back checked.
 
 ActivityNet results::
 
     {"version": "...", "results": {video_id: [{"label": name, "score": s, "segment": [a, b]}]},
      "external_data": {}}
 
-Ego4D MQ submission (layout of the challenge's EvalAI page and of the public baselines,
-which copy the detection results under ``detect_results``; retrieval results are not
-produced here and written empty)::
-
-    {"version": "1.0", "challenge": "ego4d_moment_queries",
-     "detect_results": {clip_id: [{"label": name, "score": s, "segment": [a, b]}]},
-     "retrieve_results": {}}
-
-:func:`read_results` reads either layout back into flat arrays.
+:func:`read_results` reads it (or an Ego4D Moment Queries submission, whose detections
+stand under ``detect_results``) back into flat arrays, refusing any malformed entry.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from asl_tal.data.annotations import ClassMap
+from asl_tal.data.annotations import ClassMap, read_json
 
 if TYPE_CHECKING:
     from asl_tal.postprocess.decode import Detections
 
-EGO4D_CHALLENGE = "ego4d_moment_queries"
+_REAL_TYPES = frozenset((int, float))  # what JSON numbers parse to (bool is its own type)
+_FIELD_NAMES = ("label", "score", "segment")
 
 
 class SubmissionError(ValueError):
@@ -58,18 +54,6 @@ def activitynet_results(
     }
 
 
-def ego4d_mq_submission(
-    detections: dict[str, Detections], class_map: ClassMap, version: str = "1.0"
-) -> dict:
-    """Ego4D MQ submission dict; ``detections`` are keyed by clip id."""
-    return {
-        "version": version,
-        "challenge": EGO4D_CHALLENGE,
-        "detect_results": {clip: _entries(det, class_map) for clip, det in detections.items()},
-        "retrieve_results": {},
-    }
-
-
 def write_json(path: str | Path, data: dict) -> Path:
     """Write ``data`` as JSON, creating the parent folder."""
     path = Path(path)
@@ -86,16 +70,6 @@ def write_activitynet_results(
 ) -> Path:
     """Write :func:`activitynet_results` to ``path``."""
     return write_json(path, activitynet_results(detections, class_map, version))
-
-
-def write_ego4d_mq_submission(
-    path: str | Path,
-    detections: dict[str, Detections],
-    class_map: ClassMap,
-    version: str = "1.0",
-) -> Path:
-    """Write :func:`ego4d_mq_submission` to ``path``."""
-    return write_json(path, ego4d_mq_submission(detections, class_map, version))
 
 
 @dataclass(frozen=True)
@@ -117,78 +91,147 @@ class ResultRows:
     segments: np.ndarray
 
 
-def _check_entry(path: Path, video_id: str, i: int, entry: object) -> None:
-    where = f"{path}: video {video_id!r} entry {i}"
+def show_value(value: object, limit: int = 60) -> str:
+    """``repr`` of a bad value, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _entry_problem(entry: object) -> str | None:
+    """What is wrong with one results entry (a missing / mistyped field), None if nothing.
+
+    A score must be a real number (int or float, not a bool or a string), a segment a list
+    of two real numbers; finiteness and ``end >= start`` are checked on the arrays.
+    """
     if not isinstance(entry, dict):
-        raise SubmissionError(f"{where}: expected an object, got {type(entry).__name__}")
-    for key in ("label", "score", "segment"):
+        return f"expected an object, got {type(entry).__name__}"
+    for key in _FIELD_NAMES:
         if key not in entry:
-            raise SubmissionError(f"{where}: missing field {key!r}")
-    if not isinstance(entry["label"], str):
-        raise SubmissionError(f"{where}: field 'label' must be a string")
-    if not isinstance(entry["score"], int | float) or isinstance(entry["score"], bool):
-        raise SubmissionError(f"{where}: field 'score' must be a number")
-    seg = entry["segment"]
-    if not isinstance(seg, list | tuple) or len(seg) != 2:
-        raise SubmissionError(f"{where}: field 'segment' must be [start, end]")
-    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in seg):
-        raise SubmissionError(f"{where}: field 'segment' must hold two numbers")
+            return f"missing field {key!r}"
+    label, score, seg = (entry[key] for key in _FIELD_NAMES)
+    if not isinstance(label, str):
+        return f"field 'label' must be a string, got {show_value(label)}"
+    if type(score) not in _REAL_TYPES:
+        return f"field 'score' must be a number, got {show_value(score)}"
+    if not isinstance(seg, list) or len(seg) != 2:
+        return f"field 'segment' must be [start, end], got {show_value(seg)}"
+    if not all(type(x) in _REAL_TYPES for x in seg):
+        return f"field 'segment' must hold two numbers, got {show_value(seg)}"
+    return None
+
+
+def _raise_first_bad_entry(path: Path, results: dict) -> None:
+    for video_id, entries in results.items():
+        for i, entry in enumerate(entries):
+            problem = _entry_problem(entry)
+            if problem is not None:
+                raise SubmissionError(f"{path}: video {video_id!r} entry {i}: {problem}")
+
+
+def _columns(flat: list) -> tuple[list, list, list, list] | None:
+    """Labels, scores, segments and flat segment coordinates, or None if an entry is bad.
+
+    Whole-list checks at C speed (``map(type, ...)``), no per-entry Python code; the rules are
+    those of :func:`_entry_problem`, which finds the culprit when this returns None.
+    """
+    if not flat:
+        return [], [], [], []
+    if set(map(type, flat)) != {dict}:
+        return None
+    try:
+        labels, scores, segments = (list(map(itemgetter(key), flat)) for key in _FIELD_NAMES)
+    except KeyError:
+        return None
+    if set(map(type, labels)) != {str} or not set(map(type, scores)) <= _REAL_TYPES:
+        return None
+    if set(map(type, segments)) != {list} or set(map(len, segments)) != {2}:
+        return None
+    coords = list(chain.from_iterable(segments))
+    if not set(map(type, coords)) <= _REAL_TYPES:
+        return None
+    return labels, scores, segments, coords
+
+
+def check_result_values(source: str | Path, rows: ResultRows) -> None:
+    """Finite scores and segments, ``end >= start``; names the first bad entry in file order."""
+    bad_score = ~np.isfinite(rows.scores)
+    bad_segment = ~np.isfinite(rows.segments).all(axis=1)
+    backwards = rows.segments[:, 1] < rows.segments[:, 0]
+    bad = bad_score | bad_segment | backwards
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    if bad_score[i]:
+        problem = f"field 'score' is not finite, got {float(rows.scores[i])!r}"
+    elif bad_segment[i]:
+        problem = f"field 'segment' is not finite, got {rows.segments[i].tolist()}"
+    else:
+        problem = f"field 'segment' has end < start, got {rows.segments[i].tolist()}"
+    more = int(bad.sum()) - 1
+    raise SubmissionError(
+        f"{source}: video {rows.video_ids[i]!r} entry {rows.entry_index[i]}: {problem}"
+        + (f" (and {more} more bad entries)" if more else "")
+    )
 
 
 def read_results(path: str | Path) -> ResultRows:
-    """Read an ActivityNet results file (or an Ego4D MQ submission's ``detect_results``).
+    """Read and validate an ActivityNet results file (or an Ego4D MQ submission).
+
+    Reads through :func:`~asl_tal.data.annotations.read_json` (so a repeated key or a too
+    deep file is refused) and checks every entry: ``label`` a string, ``score`` a finite
+    real number, ``segment`` two finite real numbers with ``end >= start`` (a zero-length
+    prediction is allowed, unlike a GT segment). JSON strings and booleans are not numbers.
 
     Raises:
-        SubmissionError: malformed JSON or layout, a missing or mistyped field, a
-            non-finite score or segment, or a segment with end < start.
+        SubmissionError: naming the file, the video, the entry and the field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"{path}: results file not found")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise SubmissionError(f"{path}: malformed JSON ({err})") from err
+    data = read_json(path, error=SubmissionError, kind="results file")
     key = "detect_results" if isinstance(data, dict) and "detect_results" in data else "results"
     results = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(results, dict):
+    if not isinstance(data, dict):
+        raise SubmissionError(
+            f"{path}: expected an object with field 'results', got {type(data).__name__}"
+        )
+    if key not in data:
         raise SubmissionError(f"{path}: top-level field 'results' (an object) is missing")
+    if not isinstance(results, dict):
+        raise SubmissionError(
+            f"{path}: top-level field {key!r} must be an object, got {type(results).__name__}"
+        )
     for video_id, entries in results.items():
         if not isinstance(entries, list):
-            raise SubmissionError(f"{path}: video {video_id!r}: expected a list of detections")
-    try:
-        rows = [
-            (vid, i, e["label"], float(e["score"]), float(e["segment"][0]), float(e["segment"][1]))
-            for vid, entries in results.items()
-            for i, e in enumerate(entries)
-            if isinstance(e["label"], str) and len(e["segment"]) == 2
-        ]
-        complete = len(rows) == sum(len(entries) for entries in results.values())
-    except (KeyError, TypeError, ValueError, IndexError):
-        complete = False
-    if not complete:
-        for video_id, entries in results.items():
-            for i, entry in enumerate(entries):
-                _check_entry(path, video_id, i, entry)
-        raise SubmissionError(f"{path}: malformed detections")
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 6
-    out = ResultRows(
-        video_ids=np.array(cols[0], dtype=object),
-        entry_index=np.array(cols[1], dtype=np.int64),
-        labels=np.array(cols[2], dtype=object),
-        scores=np.array(cols[3], dtype=np.float64),
-        segments=np.stack([np.array(cols[4]), np.array(cols[5])], axis=1).reshape(-1, 2),
-    )
-    checks = (
-        (~np.isfinite(out.scores), "field 'score' is not finite"),
-        (~np.isfinite(out.segments).all(axis=1), "field 'segment' is not finite"),
-        (out.segments[:, 1] < out.segments[:, 0], "field 'segment' has end < start"),
-    )
-    for bad, message in checks:
-        if bad.any():
-            i = int(np.argmax(bad))
             raise SubmissionError(
-                f"{path}: video {out.video_ids[i]!r} entry {out.entry_index[i]}: {message} "
-                f"({out.scores[i] if 'score' in message else out.segments[i].tolist()})"
+                f"{path}: video {video_id!r}: expected a list of detections, "
+                f"got {type(entries).__name__}"
             )
-    return out
+    columns = _columns(list(chain.from_iterable(results.values())))
+    if columns is None:
+        _raise_first_bad_entry(path, results)
+        raise AssertionError("a results entry failed the array checks but not the entry checks")
+    labels, scores, _, coords = columns
+    counts = np.fromiter(map(len, results.values()), dtype=np.int64, count=len(results))
+    try:
+        score_array = np.array(scores, dtype=np.float64)
+        segment_array = np.array(coords, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:  # an int too large for a float: not finite
+        score_array = np.array([_float_or_inf(x) for x in scores], dtype=np.float64)
+        segment_array = np.array([_float_or_inf(x) for x in coords], dtype=np.float64)
+        segment_array = segment_array.reshape(-1, 2)
+    starts = np.cumsum(counts) - counts
+    rows = ResultRows(
+        video_ids=np.repeat(np.array(list(results), dtype=object), counts),
+        entry_index=np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts),
+        labels=np.array(labels, dtype=object),
+        scores=score_array,
+        segments=segment_array,
+    )
+    check_result_values(path, rows)
+    return rows
+
+
+def _float_or_inf(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")

@@ -3,13 +3,14 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from asl_tal.conf import compose
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import asl_tal.app  # noqa: F401  (registers the ${sum:...} resolver)
+from asl_tal.detector import ASLDetector
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("*.yaml"))
+DATASETS = sorted(p.stem for p in (CONF / "dataset").glob("[!_]*.yaml"))
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 # docs/data.md §1: (D, fixed length or None, max_seq_len, bs, lr, epochs, wd, l1..l4, heads, d, C)
@@ -33,8 +34,7 @@ CUSTOM_REQUIRED = [
 
 
 def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
+    return compose("train", overrides)
 
 
 def resolved(cfg, key):
@@ -47,10 +47,10 @@ def test_dataset_config_composes(name):
     cfg = compose_train(overrides)
     dataset, model = resolved(cfg, "dataset"), resolved(cfg, "model")
     assert dataset["name"] == name
-    assert model["input_dim"] == dataset["input_dim"]
-    assert model["num_classes"] == dataset["num_classes"]
-    if model["regression_ranges"] is not None:
-        assert len(model["regression_ranges"]) == model["l3"] + 1
+    assert model["network"]["input_dim"] == dataset["input_dim"]
+    assert model["network"]["max_seq_len"] == dataset["max_seq_len"]
+    if model["points"]["regression_ranges"] is not None:
+        assert len(model["points"]["regression_ranges"]) == model["l3"] + 1
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -75,8 +75,8 @@ def test_dataset_config_matches_its_table_row(name):
 def test_ego4d_has_nine_levels_and_three_streams():
     cfg = compose_train(["dataset=ego4d_mq"])
     model = resolved(cfg, "model")
-    assert model["l3"] + 1 == 9 == len(model["regression_ranges"])
-    assert sum(model["stream_dims"]) == model["d_emb"]
+    assert model["l3"] + 1 == 9 == len(model["points"]["regression_ranges"])
+    assert sum(model["network"]["stream_dims"]) == model["d_emb"]
     assert cfg.evaluation.recall_topk == [1, 5]
 
 
@@ -118,8 +118,7 @@ def test_command_line_beats_dataset_file():
     [("eval", ["ckpt_path=x.ckpt"]), ("predict", ["ckpt_path=x.ckpt", "input=feats"])],
 )
 def test_entry_configs_compose(name, overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(name, overrides=overrides)
+    cfg = compose(name, overrides)
     assert cfg.task_name == name
     assert not cfg.logger
 
@@ -131,8 +130,119 @@ def test_debug_config_composes(name):
 
 
 def test_optuna_search_space_covers_l1_to_l4_and_lr():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["hparams_search=optuna"], return_hydra_config=True)
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("asl_tal.conf", version_base="1.3"):
+        cfg = hydra_compose("train", ["hparams_search=optuna"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
     assert {"model.l1", "model.l2", "model.l3", "model.l4", "optimizer.lr"} <= set(params)
     assert cfg.optimized_metric == "val/average_mAP"
+
+
+# per row: (model option's regression ranges?, postprocess sigma, max_seg_num, first tIoU)
+POSTPROCESS_ROWS = {
+    "thumos14": (False, 0.5, 200, 0.3),
+    "anet_i3d": (False, 0.75, 100, 0.5),
+    "epic_verb": (True, 0.4, 2000, 0.1),
+    "ego4d_mq": (True, 0.9, 2000, 0.1),
+    "multithumos": (False, 0.5, 2000, 0.1),
+    "charades": (False, 0.5, 2000, 0.1),
+    "synthetic": (False, 0.5, 200, 0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POSTPROCESS_ROWS))
+def test_dataset_row_selects_its_postprocess_and_evaluation(name):
+    ranges, sigma, max_seg, first_tiou = POSTPROCESS_ROWS[name]
+    cfg = compose_train([f"dataset={name}"])
+    assert (cfg.model.points.regression_ranges is not None) is ranges
+    assert cfg.postprocess.sigma == pytest.approx(sigma)
+    assert cfg.postprocess.max_seg_num == max_seg
+    assert cfg.evaluation.tiou_thresholds[0] == pytest.approx(first_tiou)
+
+
+def test_a_group_choice_on_the_command_line_beats_the_dataset_file():
+    cfg = compose_train(["dataset=anet_i3d", "model=asl", "postprocess=default"])
+    assert (cfg.model.d_emb, cfg.postprocess.sigma) == (512, 0.5)
+    assert cfg.optimizer.lr == pytest.approx(1e-3)  # still the ActivityNet row's optimizer
+
+
+def test_stable_interface_keys_reach_the_objects_they_promise():
+    """The README's "Stable interface" keys, each set on the command line, end up where the
+    objects are built from."""
+    cfg = compose_train(
+        [
+            "dataset=custom",
+            "dataset.root=/data/x",
+            "dataset.json_file=a.json",
+            "dataset.feat_dir=feats",
+            "dataset.input_dim=16",
+            "dataset.num_classes=3",
+            "dataset.train_subset=[tr]",
+            "dataset.val_subset=[va]",
+            "dataset.test_subset=[te]",
+            "dataset.fps=7.5",
+            "dataset.feat_stride=2",
+            "dataset.feat_window=4",
+            "dataset.max_seq_len=128",
+            "dataset.fixed_length=64",
+            "dataset.batch_size=3",
+            "dataset.num_workers=1",
+            "model.l1=2",
+            "model.l2=3",
+            "model.l3=4",
+            "model.l4=1",
+            "model.d_emb=48",
+            "model.n_heads=6",
+            "model.head_width=24",
+            "model.sensitivity.class_level=false",
+            "model.sensitivity.instance_level=false",
+            "model.ascl.weight=0.3",
+            "optimizer.lr=0.002",
+            "optimizer.weight_decay=0.01",
+            "trainer.max_epochs=3",
+            "logger=csv",
+            "seed=5",
+            "ckpt_path=last.ckpt",
+        ]
+    )
+    data = resolved(cfg, "dataset")
+    assert data["root"] == "/data/x" and data["json_file"] == "a.json"
+    assert data["feat_dir"] == "feats" and data["num_classes"] == 3
+    assert (data["train_subset"], data["val_subset"], data["test_subset"]) == (
+        ["tr"],
+        ["va"],
+        ["te"],
+    )
+    assert (data["fps"], data["feat_stride"], data["feat_window"]) == (7.5, 2, 4)
+    assert (data["fixed_length"], data["batch_size"], data["num_workers"]) == (64, 3, 1)
+    assert data["seed"] == 5
+    model = resolved(cfg, "model")
+    network = model["network"]
+    assert (network["l1"], network["l2"], network["l3"]) == (2, 3, 4)
+    assert (network["d_emb"], network["n_heads"], network["head_width"]) == (48, 6, 24)
+    assert (network["input_dim"], network["max_seq_len"]) == (16, 128)
+    assert model["sensitivity"]["evaluator_layers"] == 1
+    assert model["ascl"]["weight"] == pytest.approx(0.3)
+    detector = ASLDetector.from_config(model, num_classes=3)
+    assert detector.objective.class_sensitivity is None
+    assert detector.objective.instance_sensitivity is None
+    assert detector.objective.ascl_weight == pytest.approx(0.3)
+    assert detector.network.num_levels == 5 and detector.network.d_emb == 48
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (0.002, 0.01)
+    assert cfg.trainer.max_epochs == 3 and cfg.seed == 5 and cfg.ckpt_path == "last.ckpt"
+    assert list(cfg.logger) == ["csv"]
+
+
+def test_an_unknown_key_fails_at_composition_and_at_construction():
+    with pytest.raises(ConfigCompositionException, match="tau_typo"):
+        compose_train(["model.ascl.tau_typo=0.2"])
+    model = resolved(compose_train(["+model.ascl.tau_typo=0.2"]), "model")
+    with pytest.raises(ValueError, match=r"unknown model\.ascl\.tau_typo"):
+        ASLDetector.from_config(model, num_classes=3)
+    model = resolved(compose_train(["+model.network.depth=2", "~model.network.l1"]), "model")
+    with pytest.raises(
+        ValueError, match=r"unknown model\.network\.depth; missing model\.network\.l1"
+    ):
+        ASLDetector.from_config(model, num_classes=3)

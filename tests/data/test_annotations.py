@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
 
-from asl_tal.data.annotations import AnnotationError, ClassMap, load_annotations
+from asl_tal.data.annotations import AnnotationError, ClassMap, load_annotations, read_json
 
 
 def test_loads_subsets_and_class_map_from_label_ids(write_json):
@@ -52,6 +53,10 @@ def test_sorted_names_without_label_ids(write_json, entry):
         ([10.2, 10.5], "entirely outside"),
         (["x", 2.0], "numbers"),
         ([1.0], "[start, end]"),
+        (["1", 2.0], "numbers"),  # a number in a string is not a number
+        ([1.0, True], "numbers"),  # nor is a boolean
+        ("12", "[start, end]"),
+        ([1.0, float("inf")], "not finite"),
     ],
 )
 def test_bad_segment_names_file_video_field(write_json, entry, segment, phrase):
@@ -132,7 +137,13 @@ def test_one_empty_subset_among_several_is_logged(write_json, entry, caplog):
 
 @pytest.mark.parametrize(
     ("field", "value", "phrase"),
-    [("duration", -1, "'duration' must be > 0"), ("fps", "abc", "'fps' must be a number")],
+    [
+        ("duration", -1, "'duration' must be > 0"),
+        ("fps", "abc", "'fps' must be a number"),
+        ("duration", "10", "'duration' must be a number"),
+        ("fps", True, "'fps' must be a number"),
+        ("duration", float("nan"), "'duration' must be > 0"),
+    ],
 )
 def test_bad_video_fields(write_json, entry, field, value, phrase):
     database = {"v": entry("training", 10, [("x", 1, 2)])}
@@ -165,3 +176,96 @@ def test_missing_database(write_json, tmp_path):
     path.write_text('{"videos": {}}')
     with pytest.raises(AnnotationError, match="'database'"):
         load_annotations(path)
+
+
+@pytest.mark.parametrize("label_id", [float("nan"), float("inf"), 1.5, True, "1"])
+def test_label_id_must_be_an_integer(write_json, label_id):
+    database = {"v": {"subset": "training", "duration": 10, "annotations": []}}
+    database["v"]["annotations"].append({"label": "a", "label_id": label_id, "segment": [1, 2]})
+    with pytest.raises(AnnotationError, match="'label_id' must be an integer") as err:
+        load_annotations(write_json(database))
+    assert "'v'" in str(err.value)
+
+
+# Duplicate keys: the files are written by hand, json.dumps cannot repeat a key.
+VIDEO = '{"subset": "test", "duration": 10, "annotations": [{"label": "a", "segment": [1, 2]}]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "where"),
+    [
+        (f'{{"database": {{"v1": {VIDEO}, "v2": {VIDEO}, "v1": {VIDEO}}}}}', "'v1'", "/database"),
+        (
+            '{"database": {"v1": {"subset": "test", "duration": 10, "annotations": '
+            '[{"label": "a", "segment": [1, 2], "label": "b"}]}}}',
+            "'label'",
+            "/database/v1/annotations/0",
+        ),
+        (
+            '{"database": {"v1": {"subset": "test", "duration": 10, "subset": "training", '
+            '"annotations": []}}}',
+            "'subset'",
+            "/database/v1",
+        ),
+        (f'{{"database": {{}}, "database": {{"v1": {VIDEO}}}}}', "'database'", "top-level"),
+        # "/" and "~" in a key are escaped as JSON Pointer writes them (RFC 6901)
+        ('{"database": {"a/b~c": {"x": 1, "x": 2}}}', "'x'", "/database/a~1b~0c"),
+    ],
+)
+def test_duplicate_key_names_key_and_file(tmp_path, text, key, where):
+    path = tmp_path / "dup.json"
+    path.write_text(text)
+    with pytest.raises(AnnotationError) as err:
+        load_annotations(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: duplicate key {key}")
+    assert where in message and "\n" not in message
+
+
+def test_duplicate_key_counts_the_copies(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text('{"a": 1, "b": 2, "a": 3, "a": 4}')
+    with pytest.raises(AnnotationError, match="'a' in the top-level object \\(given 3 times"):
+        read_json(path)
+
+
+def test_same_key_in_different_objects_is_fine(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text('{"database": {"v1": {"duration": 1}, "v2": {"duration": 2}}}')
+    assert read_json(path) == {"database": {"v1": {"duration": 1}, "v2": {"duration": 2}}}
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a": '])
+def test_very_deep_json_is_an_annotation_error(tmp_path, opening):
+    path = tmp_path / "deep.json"
+    closing = "]" if opening == "[" else "}"
+    path.write_text(opening * 100_000 + "1" + closing * 100_000)
+    with pytest.raises(AnnotationError, match="nested too deeply") as err:
+        load_annotations(path)
+    assert str(path) in str(err.value)
+
+
+def test_read_json_raises_the_given_error_class(tmp_path):
+    class ResultsError(ValueError):
+        pass
+
+    path = tmp_path / "r.json"
+    path.write_text("{")
+    with pytest.raises(ResultsError, match=r"r\.json: malformed JSON"):
+        read_json(path, error=ResultsError, kind="results file")
+    with pytest.raises(ResultsError, match="results file not found"):
+        read_json(tmp_path / "absent.json", error=ResultsError, kind="results file")
+
+
+def test_invalid_utf8_is_malformed_json(tmp_path):
+    path = tmp_path / "latin.json"
+    path.write_bytes(b'{"database": {"caf\xe9": {}}}')
+    with pytest.raises(AnnotationError, match="malformed JSON") as err:
+        load_annotations(path)
+    assert str(path) in str(err.value)
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"database": {}}).encode())
+    assert read_json(path) == {"database": {}}

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_defaults import network_kwargs
+from model_defaults import network_kwargs, postprocess_config
 
 from asl_tal.data.batch import VideoMeta
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.points import PointGenerator
-from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import postprocess
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -24,7 +23,7 @@ def test_postprocess_same_on_cpu_and_gpu(method):
     offsets = torch.rand(batch, num_points, 2, generator=generator) * 6
     mask = torch.ones(batch, num_points, dtype=torch.bool)
     meta = [VideoMeta(f"v{i}", 70.0, 1.0, 1.0, 1.0, 0.0, 64) for i in range(batch)]
-    cfg = PostprocessConfig(nms_method=method, max_seg_num=50)
+    cfg = postprocess_config(nms_method=method, max_seg_num=50)
     cpu = postprocess(points, logits, offsets, mask, meta, cfg)
     gpu = postprocess(points.cuda(), logits.cuda(), offsets.cuda(), mask.cuda(), meta, cfg)
     for a, b in zip(cpu, gpu, strict=True):

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 import torch
+from model_defaults import postprocess_config
 
 from asl_tal.data.batch import VideoMeta
-from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import decode_candidates, postprocess
 from asl_tal.postprocess.fusion import fuse_video_scores
 
@@ -30,7 +30,7 @@ OFFSETS[0, 2] = torch.tensor([0.0, 0.01])
 LOGITS[0, 3, 0] = 5.0  # masked point -> dropped
 MASK[0, 3] = False
 
-CFG = PostprocessConfig(nms_method="none")
+CFG = postprocess_config(nms_method="none")
 
 
 def kept(cand):
@@ -88,7 +88,7 @@ def test_postprocess_to_seconds() -> None:
     # seconds = (grid·stride + window/2) / fps with fps 10, stride 4, window 8:
     # [0, 3] -> [0.4, 1.6]; [1, 5] -> [0.8, 2.4], clipped to the 2.0 s duration.
     meta = [VideoMeta("v", duration=2.0, fps=10.0, stride=4.0, window=8.0)]
-    (det,) = postprocess(POINTS, LOGITS, OFFSETS, MASK, meta, PostprocessConfig())
+    (det,) = postprocess(POINTS, LOGITS, OFFSETS, MASK, meta, postprocess_config())
     torch.testing.assert_close(
         det.segments, torch.tensor([[0.8, 2.0], [0.4, 1.6]], dtype=torch.float64)
     )
@@ -99,7 +99,7 @@ def test_postprocess_to_seconds() -> None:
 def test_postprocess_with_video_scores() -> None:
     meta = [VideoMeta("v", duration=2.0, fps=10.0, stride=4.0, window=8.0)]
     logits = LOGITS[..., :1]  # one class-agnostic channel: only the .5 candidate [0, 3]
-    cfg = PostprocessConfig(class_agnostic=True, fusion_topk=1)
+    cfg = postprocess_config(class_agnostic=True, fusion_topk=1)
     (det,) = postprocess(
         POINTS, logits, OFFSETS, MASK, meta, cfg, video_scores=torch.tensor([[0.2, 0.98]])
     )
@@ -128,7 +128,7 @@ def test_batch_matches_single_videos() -> None:
     mask = torch.ones(4, points.shape[0], dtype=torch.bool)
     mask[1, 40:] = False
     meta = [VideoMeta(f"v{i}", 20.0, 10.0, 4.0, 8.0) for i in range(4)]
-    cfg = PostprocessConfig(pre_nms_topk=50, max_seg_num=30)
+    cfg = postprocess_config(pre_nms_topk=50, max_seg_num=30)
     batched = postprocess(points, logits, offsets, mask, meta, cfg)
     for i in range(4):
         (single,) = postprocess(

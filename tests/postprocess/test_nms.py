@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from model_defaults import postprocess_config
 
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.nms import batched_nms
 
-GAUSS = PostprocessConfig(nms_method="soft_gaussian", sigma=0.5, min_score=0.001, max_seg_num=10)
+GAUSS = postprocess_config(nms_method="soft_gaussian", sigma=0.5, min_score=0.001, max_seg_num=10)
 
 # One video. Class 0: A [0,10] .9, B [5,15] .8, C [20,30] .7, D [0,8] .85; class 1: E [0,10] .5.
 # IoU(A,B) = 5/15 = 1/3, IoU(A,D) = 8/10 = 0.8, IoU(B,D) = 3/15 = 0.2, C overlaps nothing.
@@ -154,3 +155,16 @@ def test_zero_length_segments_have_iou_zero() -> None:
     segs, scores, _ = run(GAUSS, [[5, 5], [5, 5], [0, 10]], [0.9, 0.8, 0.7], [0, 0, 0])
     assert segs == [[5, 5], [5, 5], [0, 10]]
     assert scores == pytest.approx([0.9, 0.8, 0.7], abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["soft_gaussian", "soft_linear", "hard"])
+def test_a_batch_without_any_valid_candidate_keeps_nothing(method):
+    """A video too short to produce a candidate (all invalid) must not crash the rounds."""
+    segments = torch.tensor([[[0.0, 1.0], [1.0, 2.0]]])
+    scores = torch.tensor([[0.9, 0.8]])
+    labels = torch.zeros(1, 2, dtype=torch.long)
+    valid = torch.zeros(1, 2, dtype=torch.bool)
+    _, out_scores, _, keep = batched_nms(
+        segments, scores, labels, valid, postprocess_config(nms_method=method)
+    )
+    assert not keep.any() and torch.equal(out_scores, torch.zeros(1, 2))

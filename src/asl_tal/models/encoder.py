@@ -40,11 +40,13 @@ class Projection(nn.Module):
         if len(self.input_dims) > 1 or stream_dims is not None:
             if stream_dims is None or len(stream_dims) != len(self.input_dims):
                 raise ValueError(
-                    f"model.stream_dims must give one width per input stream "
+                    f"model.network.stream_dims must give one width per input stream "
                     f"(input_dim={self.input_dims}, stream_dims={stream_dims})"
                 )
             if sum(stream_dims) != d_emb:
-                raise ValueError(f"model.stream_dims {list(stream_dims)} must sum to d_emb={d_emb}")
+                raise ValueError(
+                    f"model.network.stream_dims {list(stream_dims)} must sum to d_emb={d_emb}"
+                )
             self.streams = nn.ModuleList(
                 nn.Conv1d(d_in, d_out, 1)
                 for d_in, d_out in zip(input_dims, stream_dims, strict=True)

@@ -26,7 +26,7 @@ def class_prior_bias(
     ``π_c = prior_prob``, or ``1e-6`` for a class with no training instance.
     """
     if not 0.0 < prior_prob < 1.0:
-        raise ValueError(f"model.prior_prob must be in (0, 1), got {prior_prob}")
+        raise ValueError(f"model.network.prior_prob must be in (0, 1), got {prior_prob}")
     prior = torch.full((num_classes,), float(prior_prob), dtype=torch.float64)
     if class_counts is not None:
         counts = torch.as_tensor(list(class_counts))

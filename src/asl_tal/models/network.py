@@ -134,7 +134,7 @@ class ASLNetwork(nn.Module):
         expected = sum(self.input_dims)
         if feats.dim() != 3 or feats.shape[1] != expected:
             raise ValueError(
-                f"ASLNetwork expects feats (B, {expected}, T) (model.input_dim="
+                f"ASLNetwork expects feats (B, {expected}, T) (model.network.input_dim="
                 f"{self.input_dims}), got {tuple(feats.shape)}"
             )
         if mask.shape != (feats.shape[0], feats.shape[2]) or mask.dtype != torch.bool:

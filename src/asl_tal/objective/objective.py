@@ -8,6 +8,8 @@ Both are divided by ``N``, an EMA of the positive count kept as a buffer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -25,6 +27,7 @@ from asl_tal.objective.sensitivity import (
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
+from asl_tal.settings import settings_from
 
 
 class ASLObjective(nn.Module):
@@ -87,6 +90,17 @@ class ASLObjective(nn.Module):
             )
             if self.ascl_weight > 0
             else None
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, num_classes: int, d_emb: int) -> ASLObjective:
+        """Build from the ``model`` config's ``sensitivity``, ``ascl`` and ``loss`` blocks."""
+        return cls(
+            num_classes,
+            d_emb,
+            settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
+            settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
+            settings_from(LossSettings, cfg["loss"], "model.loss"),
         )
 
     def forward(

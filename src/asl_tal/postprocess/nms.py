@@ -82,6 +82,8 @@ def _soft_nms_rounds(
     Returns:
         ``selected (G, K_g)`` bool and ``selected_score (G, K_g)`` (the score when selected).
     """
+    if score.shape[1] == 0:  # no candidate in any video: nothing to select
+        return torch.zeros_like(live), torch.full_like(score, -torch.inf)
     start, end = seg[..., 0].contiguous(), seg[..., 1].contiguous()
     length = end - start
     score = score.clone()

@@ -1,0 +1,53 @@
+"""Checkpoints written before the config tree was split into blocks still load.
+
+``legacy_hparams.json`` holds the hyper-parameters such a checkpoint saved (the flat
+``model`` dict of the earlier layout, composed with ``debug=tiny dataset.input_dim=8``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
+
+from asl_tal.app import load_checkpoint, upgrade_hparams
+from asl_tal.lit_module import ASLLitModule
+
+LEGACY = json.loads((Path(__file__).parent / "legacy_hparams.json").read_text())
+
+
+def todays_module() -> ASLLitModule:
+    cfg = compose("train", ["debug=tiny", "dataset.input_dim=8"])
+    blocks = {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("model", "optimizer", "scheduler", "postprocess", "evaluation")
+    }
+    return ASLLitModule(**blocks, class_names=["a", "b", "c"], class_counts=[3, 1, 2])
+
+
+def test_legacy_hparams_map_onto_todays_blocks():
+    upgraded = upgrade_hparams(LEGACY)
+    today = todays_module().hparams
+    for block in ("network", "points", "sensitivity", "loss", "ema"):
+        assert upgraded["model"][block] == today["model"][block], block
+    # the earlier layout stored tau 0.1, which topk mode (the default) also uses for null
+    assert upgraded["model"]["ascl"] == {**today["model"]["ascl"], "tau": 0.1}
+    assert upgraded["model"]["sensitivity"]["evaluator_layers"] == LEGACY["model"]["l4"]
+    assert upgraded["optimizer"] == today["optimizer"]
+    assert upgraded["scheduler"] == today["scheduler"]
+    assert upgraded["postprocess"] == today["postprocess"]
+    assert upgrade_hparams(upgraded) == upgraded  # today's layout passes through
+
+
+def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
+    weights = todays_module().state_dict()
+    path = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": LEGACY, "state_dict": weights}, path)
+    module = load_checkpoint(path, ["a", "b", "c"], 8)
+    assert module.detector.objective.ascl.tau == 0.1
+    assert module.hparams.model["network"]["d_emb"] == LEGACY["model"]["d_emb"]
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, weights[name]), name
