@@ -340,8 +340,13 @@ class Runner:
     # ------------------------------------------------------------------------------
     def scaling(self) -> dict:
         window = self.bench.scaling_window
-        settings = {"global": ["model.network.attn_window=null"], f"window_{window}": [
-            f"model.network.attn_window={window}", "model.network.attn_window_levels=null"]}  # fmt: skip
+        settings = {
+            "global": ["model.network.attn_window=null"],
+            f"window_{window}": [
+                f"model.network.attn_window={window}",
+                "model.network.attn_window_levels=null",
+            ],
+        }
         table: dict[str, dict] = {}
         for name, overrides in settings.items():
             detector, cfg = self.build(overrides)
