@@ -13,6 +13,7 @@ from typing import Any
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
+from asl_tal.objective.ascl import ASCLoss
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
 
@@ -58,3 +59,8 @@ def postprocess_config(**overrides: Any) -> PostprocessConfig:
     """The default ``postprocess`` settings (``conf/postprocess/default.yaml``), changed."""
     values = OmegaConf.to_container(compose("train").postprocess, resolve=True)
     return PostprocessConfig(**{**values, **overrides})
+
+
+def make_ascl(d: int, **overrides: Any) -> ASCLoss:
+    """An :class:`ASCLoss` of width ``d`` with the default ``model.ascl`` block, changed."""
+    return ASCLoss(d, **{**model_config()["ascl"], **overrides})

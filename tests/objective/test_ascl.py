@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_defaults import make_ascl
 
 from asl_tal.objective.ascl import ASCLoss, info_nce
 
@@ -19,7 +20,7 @@ def identity_head(loss: ASCLoss) -> None:
 
 
 def test_no_positive_pair_is_exactly_zero_with_gradient_path():
-    loss = ASCLoss(4)
+    loss = make_ascl(4)
     feats = torch.randn(2, 4, 16, requires_grad=True)
     segments = torch.zeros(2, 3, 2)
     seg_mask = torch.zeros(2, 3, dtype=torch.bool)
@@ -30,7 +31,7 @@ def test_no_positive_pair_is_exactly_zero_with_gradient_path():
     value.backward()
     assert feats.grad is not None
     assert all(p.grad is not None for p in loss.parameters())
-    windows = ASCLoss(4, mode="windows")
+    windows = make_ascl(4, mode="windows")
     assert windows.proj is None and not list(windows.parameters())
     value = windows(feats, torch.ones(2, 16, dtype=torch.bool), segments, seg_mask, labels)
     assert value.item() == 0.0 and not torch.isnan(value)
@@ -58,7 +59,7 @@ def windows_case(boundary_direction: int) -> torch.Tensor:
 
 
 def test_windows_mode_hand_case_and_pulling_positives_together():
-    loss = ASCLoss(3, mode="windows")
+    loss = make_ascl(3, mode="windows")
     args = (
         torch.ones(1, 20, dtype=torch.bool),
         torch.tensor([[[5.0, 14.0]]]),
@@ -121,7 +122,7 @@ def test_topk_mode_matches_reference():
     seg_mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
     labels = torch.tensor([[0, 1, 0, 2], [0, 2, -1, -1]])
     h_cls, h_loc = torch.rand(2, 4, 24), torch.rand(2, 4, 24)
-    loss = ASCLoss(6, k=3, num_background=64, proj_dim=6)
+    loss = make_ascl(6, k=3, num_background=64, proj_dim=6)
     identity_head(loss)
     valid = torch.ones(2, 24, dtype=torch.bool)
     got = loss(feats, valid, segments, seg_mask, labels, h_cls, h_loc)
@@ -131,7 +132,7 @@ def test_topk_mode_matches_reference():
 
 def test_topk_gradient_reaches_features():
     feats = torch.randn(1, 6, 24, requires_grad=True)
-    loss = ASCLoss(6, k=3, proj_dim=4)
+    loss = make_ascl(6, k=3, proj_dim=4)
     segments = torch.tensor([[[2.0, 7.0], [10.0, 14.0]]])
     value = loss(
         feats,
@@ -158,7 +159,7 @@ def test_bf16_autocast_leaves_the_loss_in_float32(mode):
     seg_mask = torch.ones(2, 2, dtype=torch.bool)
     labels = torch.tensor([[0, 1], [0, 1]])
     h_cls, h_loc = torch.rand(2, 2, 40), torch.rand(2, 2, 40)
-    loss = ASCLoss(16, mode=mode, k=3, proj_dim=8)
+    loss = make_ascl(16, mode=mode, k=3, proj_dim=8)
     valid = torch.ones(2, 40, dtype=torch.bool)
     values = []
     for enabled in (False, True):

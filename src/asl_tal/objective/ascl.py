@@ -77,8 +77,13 @@ def masked_mean(feats_t: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
 class ASCLoss(nn.Module):
     """``L_ASCL`` over a batch (``docs/method.md`` §6).
 
+    Every argument but ``d`` comes from the ``model.ascl`` config block, whose keys are
+    exactly these (``conf/model/asl.yaml`` holds their values).
+
     Args:
         d: feature width.
+        weight: ``λ``, the factor of ``L_ASCL`` in the total loss (the objective reads it;
+            with 0 the loss is not built at all).
         mode: ``"topk"`` or ``"windows"``.
         k: frames averaged per top-k feature (fewer for short GTs).
         num_background: ``M`` background frames sampled per video (topk mode).
@@ -90,14 +95,17 @@ class ASCLoss(nn.Module):
     def __init__(
         self,
         d: int,
-        mode: str = "topk",
-        k: int = 3,
-        num_background: int = 64,
-        tau: float | None = None,
-        proj_dim: int = 128,
-        window_ratio: float = 0.2,
+        *,
+        weight: float,
+        mode: str,
+        k: int,
+        num_background: int,
+        tau: float | None,
+        proj_dim: int,
+        window_ratio: float,
     ) -> None:
         super().__init__()
+        self.weight = weight
         if mode not in ASCL_MODES:
             raise ValueError(f"ASCLoss: mode must be one of {ASCL_MODES}, not {mode!r}")
         self.mode = mode

@@ -26,8 +26,8 @@ from asl_tal.objective.sensitivity import (
     combine_sensitivity,
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
-from asl_tal.objective.settings import ASCLSettings, LossSettings, SensitivitySettings
-from asl_tal.settings import settings_from
+from asl_tal.objective.settings import LossSettings, SensitivitySettings
+from asl_tal.settings import check_keywords, settings_from
 
 
 class ASLObjective(nn.Module):
@@ -37,7 +37,7 @@ class ASLObjective(nn.Module):
         num_classes: ``C``.
         d_emb: pyramid feature width ``d``.
         sensitivity: the ``model.sensitivity`` block.
-        ascl: the ``model.ascl`` block.
+        ascl: the ``model.ascl`` block: :class:`ASCLoss`'s keyword arguments.
         loss: the ``model.loss`` block.
     """
 
@@ -46,7 +46,7 @@ class ASLObjective(nn.Module):
         num_classes: int,
         d_emb: int,
         sensitivity: SensitivitySettings,
-        ascl: ASCLSettings,
+        ascl: Mapping,
         loss: LossSettings,
     ) -> None:
         super().__init__()
@@ -57,7 +57,8 @@ class ASLObjective(nn.Module):
         self.detach_instance = sensitivity.detach_instance
         self.cls_weight = loss.cls_weight
         self.loc_weight = loss.loc_weight
-        self.ascl_weight = float(ascl.weight or 0.0)
+        check_keywords(ASCLoss, ascl, "model.ascl", supplied=("d",))
+        self.ascl_weight = float(ascl["weight"] or 0.0)
         self.register_buffer("loss_normalizer", torch.tensor(float(loss.init_loss_norm)))
 
         self.focal = SigmoidFocalLoss(loss.focal_alpha, loss.focal_gamma, loss.label_smoothing)
@@ -78,19 +79,7 @@ class ASLObjective(nn.Module):
             else None
         )
         self.sensitivity_loss = SensitivityRegressionLoss() if sensitivity.instance_level else None
-        self.ascl = (
-            ASCLoss(
-                d_emb,
-                mode=ascl.mode,
-                k=ascl.k,
-                num_background=ascl.num_background,
-                tau=ascl.tau,
-                proj_dim=ascl.proj_dim,
-                window_ratio=ascl.window_ratio,
-            )
-            if self.ascl_weight > 0
-            else None
-        )
+        self.ascl = ASCLoss(d_emb, **ascl) if self.ascl_weight > 0 else None
 
     @classmethod
     def from_config(cls, cfg: Mapping, num_classes: int, d_emb: int) -> ASLObjective:
@@ -99,7 +88,7 @@ class ASLObjective(nn.Module):
             num_classes,
             d_emb,
             settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
-            settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
+            cfg["ascl"],
             settings_from(LossSettings, cfg["loss"], "model.loss"),
         )
 

@@ -1,9 +1,10 @@
 """The objective's settings, one dataclass per block of the ``model`` config.
 
-``model.sensitivity`` -> :class:`SensitivitySettings`, ``model.ascl`` ->
-:class:`ASCLSettings`, ``model.loss`` -> :class:`LossSettings`. The fields have no defaults:
-``conf/model/asl.yaml`` is the one place that says what they are, and a key that is missing
-or unknown is an error naming the block and the key.
+``model.sensitivity`` -> :class:`SensitivitySettings`, ``model.loss`` ->
+:class:`LossSettings`; ``model.ascl`` is the keyword arguments of
+:class:`~asl_tal.objective.ascl.ASCLoss`. The fields have no defaults: ``conf/model/asl.yaml``
+is the one place that says what they are, and a key that is missing or unknown is an error
+naming the block and the key (:func:`asl_tal.settings.settings_from`).
 """
 
 from __future__ import annotations
@@ -36,29 +37,6 @@ class SensitivitySettings:
     detach_instance: bool
     evaluator_mask: str
     loc_weight_includes_cls: bool
-
-
-@dataclass(frozen=True)
-class ASCLSettings:
-    """The action sensitive contrastive loss (docs/method.md §6).
-
-    Attributes:
-        weight: ``lambda``; 0 disables ASCL (its modules are not built).
-        mode: ``"topk"`` or ``"windows"``.
-        k: most sensitive frames per action (topk mode).
-        num_background: background frames drawn per video.
-        tau: temperature; None = the mode's own (:data:`asl_tal.objective.ascl.DEFAULT_TAU`).
-        proj_dim: projection width (topk mode).
-        window_ratio: window length as a fraction of the action (windows mode).
-    """
-
-    weight: float
-    mode: str
-    k: int
-    num_background: int
-    tau: float | None
-    proj_dim: int
-    window_ratio: float
 
 
 @dataclass(frozen=True)
