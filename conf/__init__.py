@@ -8,6 +8,7 @@ tests and benchmarks.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,10 @@ CONFIG_PATH = "pkg://asl_tal.conf"
 
 # `${sum:a,b}`: the trainer runs warm-up + training epochs
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+# `${run_suffix:}`: a short random part of the run directory's name, fixed for the process, so
+# two runs started in the same microsecond still get two directories
+_RUN_SUFFIX = secrets.token_hex(2)
+OmegaConf.register_new_resolver("run_suffix", lambda: _RUN_SUFFIX, replace=True)
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:

@@ -39,6 +39,9 @@ class BenchConfig:
         nms: ``(candidates, classes, kept)`` of the NMS-alone case.
         scorer: ``(videos, predictions per video, classes, GT per video)``.
         loading: ``(lengths, dim)`` of the feature files of the loading case.
+        peak: ``(m, k)`` of the ``(m, k) @ (k, m)`` product that measures the CPU's ceiling
+            (a GPU always uses 8192, 8192; a CPU without native bf16 takes seconds per
+            product at the full size).
     """
 
     dataset: str
@@ -53,6 +56,7 @@ class BenchConfig:
     nms: tuple[int, int, int] = (10_000, 20, 200)
     scorer: tuple[int, int, int, int] = (500, 2000, 20, 10)
     loading: tuple[tuple[int, ...], int] = ((2500, 4500), 2048)
+    peak: tuple[int, int] = (2048, 512)
 
 
 CONFIGS: dict[str, BenchConfig] = {
@@ -96,6 +100,7 @@ CONFIGS: dict[str, BenchConfig] = {
         nms=(500, 8, 50),
         scorer=(20, 100, 8, 5),
         loading=((200, 300), 64),
+        peak=(256, 128),
     ),
 }
 

@@ -3,12 +3,18 @@
 :class:`VisualizationCallback` renders, every few validation epochs, what the model learned
 (:mod:`asl_tal.viz`) and logs it: to W&B as images and a per-class AP table when a
 ``WandbLogger`` is active, else as PNG files under ``<run dir>/plots/epoch_XXX/``.
+
+Writing the plots never stops training: a plot or table that cannot be written (disk full,
+read-only folder, a W&B logging error) is logged as a warning and counted
+(``VisualizationCallback.failures``, logged as the metric ``viz/failures``).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -20,6 +26,19 @@ from matplotlib.figure import Figure
 
 from asl_tal import viz
 from asl_tal.metrics.matching import precision_recall_curve
+
+log = logging.getLogger("asl_tal.callbacks")
+
+
+def wandb_errors() -> tuple[type[BaseException], ...]:
+    """What writing W&B media may raise that must not stop training: ``OSError`` (the
+    image files W&B writes first: disk full, read-only) and W&B's own ``wandb.errors.Error``
+    (the base of its usage / communication errors)."""
+    try:
+        from wandb.errors import Error as WandbError
+    except ImportError:  # no wandb: no WandbLogger either, only file errors remain
+        return (OSError,)
+    return (OSError, WandbError)
 
 
 class VisualizationCallback(Callback):
@@ -70,6 +89,13 @@ class VisualizationCallback(Callback):
         self.dpi = dpi
         self._predictions: tuple[np.ndarray, ...] | None = None
         self._phase_table: dict[str, list[dict]] | None = None
+        self.failures = 0  # plots / tables that could not be written, over the whole run
+
+    def state_dict(self) -> dict:
+        return {"failures": self.failures}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.failures = int(state_dict.get("failures", 0))
 
     def _due(self, trainer: L.Trainer) -> bool:
         return (
@@ -162,30 +188,79 @@ class VisualizationCallback(Callback):
             ]
         return figures, per_class
 
+    def _write(
+        self,
+        what: str,
+        errors: tuple[type[BaseException], ...],
+        write: Callable[..., object],
+        *args,
+        **kwargs,
+    ) -> bool:
+        """``write(*args, **kwargs)``; one of ``errors`` is a warning and a failure counted
+        (a full disk must not end a training run over a plot). True when written."""
+        try:
+            write(*args, **kwargs)
+        except errors as err:
+            self.failures += 1
+            log.warning(
+                "visualization: could not write %s (%s: %s); training goes on (%d failures)",
+                what,
+                type(err).__name__,
+                err,
+                self.failures,
+            )
+            return False
+        return True
+
     def log_figures(
         self,
         trainer: L.Trainer,
         figures: dict[str, Figure],
         per_class: list[tuple[str, float]],
     ) -> None:
-        """To every W&B logger, or (none active) as PNG + CSV under ``plots/epoch_XXX``."""
+        """To every W&B logger, or (none active) as PNG + CSV under ``plots/epoch_XXX``.
+
+        A figure or table that cannot be written is skipped with a warning and counted in
+        :attr:`failures`; the count is logged as ``viz/failures`` to every logger.
+        """
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         step = trainer.global_step
+        errors = wandb_errors() if wandb_loggers else (OSError,)
         for logger in wandb_loggers:
             for name, fig in figures.items():
-                logger.log_image(f"viz/{name}", [viz.figure_to_array(fig, self.dpi)], step=step)
+                image = viz.figure_to_array(fig, self.dpi)
+                what = f"W&B image viz/{name}"
+                self._write(what, errors, logger.log_image, f"viz/{name}", [image], step=step)
             if per_class:
-                logger.log_table(
+                self._write(
+                    "W&B table viz/per_class_AP",
+                    errors,
+                    logger.log_table,
                     "viz/per_class_AP",
                     columns=["class", "average AP"],
                     data=[list(row) for row in per_class],
                     step=step,
                 )
-        if wandb_loggers:
-            return
-        out = Path(trainer.default_root_dir) / "plots" / f"epoch_{trainer.current_epoch:03d}"
-        for name, fig in figures.items():
-            viz.figure_to_png(fig, out / f"{name}.png", self.dpi)
-        if per_class:
-            with (out / "per_class_ap.csv").open("w", newline="") as f:
-                csv.writer(f).writerows([("class", "average_AP"), *per_class])
+        if not wandb_loggers:
+            out = Path(trainer.default_root_dir) / "plots" / f"epoch_{trainer.current_epoch:03d}"
+            for name, fig in figures.items():
+                path = out / f"{name}.png"
+                self._write(str(path), errors, viz.figure_to_png, fig, path, self.dpi)
+            if per_class:
+                table = out / "per_class_ap.csv"
+                self._write(str(table), errors, write_ap_table, table, per_class)
+        for logger in trainer.loggers:
+            self._write(
+                f"metric viz/failures to {type(logger).__name__}",
+                errors,
+                logger.log_metrics,
+                {"viz/failures": float(self.failures)},
+                step=step,
+            )
+
+
+def write_ap_table(path: Path, per_class: list[tuple[str, float]]) -> None:
+    """``class,average_AP`` rows of ``per_class`` as a CSV file (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([("class", "average_AP"), *per_class])

@@ -15,6 +15,8 @@ from asl_tal.app import (
     build_trainer,
     check_trained_on,
     load_checkpoint,
+    local_checkpoint_path,
+    prepare_results_dir,
     run_dir,
     user_errors,
     write_test_results,
@@ -23,7 +25,14 @@ from asl_tal.conf import CONFIG_PATH
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    """Test ``cfg.ckpt_path`` on the dataset's test subset; returns the logged metrics."""
+    """Test ``cfg.ckpt_path`` on the dataset's test subset; returns the logged metrics.
+
+    ``ckpt_path`` is required (a local file) and the run directory must be writable: both
+    are checked before any work."""
+    # `ckpt_path: ???` of eval.yaml does not survive the merge onto train.yaml's null
+    local_checkpoint_path(cfg.get("ckpt_path"))
+    directory = run_dir()
+    prepare_results_dir(directory)
     module = load_checkpoint(
         cfg.ckpt_path,
         postprocess=OmegaConf.to_container(cfg.postprocess, resolve=True),
@@ -36,8 +45,8 @@ def evaluate(cfg: DictConfig) -> dict:
         module.hparams, cfg.ckpt_path, list(datamodule.class_map.names), datamodule.cfg.input_dim
     )
     trainer = build_trainer(cfg, callbacks=False)
-    trainer.test(module, datamodule=datamodule)
-    write_test_results(trainer, module, datamodule, run_dir(), "test")
+    trainer.test(module, datamodule=datamodule, weights_only=True)
+    write_test_results(trainer, module, datamodule, directory, "test")
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 

@@ -31,7 +31,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from asl_tal.app import UserInputError, build_trainer, load_checkpoint, run_dir, user_errors
+from asl_tal.app import (
+    UserInputError,
+    build_trainer,
+    load_checkpoint,
+    run_dir,
+    user_errors,
+    writing,
+)
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
 from asl_tal.data.batch import Batch, VideoMeta
@@ -435,7 +442,8 @@ def predict(cfg: DictConfig) -> PredictReport:
             f"input {cfg.input}: no video could be read and run (listed above); nothing written"
         )
     class_map = ClassMap(tuple(module.class_names))
-    _write_atomically(output, lambda p: write_activitynet_results(p, detections, class_map))
+    with writing(output):
+        _write_atomically(output, lambda p: write_activitynet_results(p, detections, class_map))
     log.info("%d videos, detections written to %s", len(detections), output)
     report_summary(report)
     return report

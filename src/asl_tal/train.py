@@ -21,11 +21,18 @@ from asl_tal.app import (
     build_datamodule,
     build_module,
     build_trainer,
+    check_fresh_run_dir,
+    check_resume_checkpoint,
+    check_writable,
+    local_checkpoint_path,
+    read_checkpoint,
     run_dir,
     user_errors,
     write_test_results,
+    writing,
 )
 from asl_tal.conf import CONFIG_PATH
+from asl_tal.objective.settings import check_model_config
 
 log = logging.getLogger("asl_tal.train")
 
@@ -33,20 +40,42 @@ log = logging.getLogger("asl_tal.train")
 def train(cfg: DictConfig) -> float | None:
     """Fit on the training subset, validate every epoch, test the best checkpoint.
 
+    Before any work: a ``ckpt_path`` to resume from must be a readable local checkpoint
+    (never a URL), and the run directory must not hold checkpoints of another run. Every
+    checkpoint is loaded with ``weights_only=True``.
+
     Returns the value of ``cfg.optimized_metric`` (for hyper-parameter sweeps), if set.
     """
+    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    resume = cfg.get("ckpt_path") or None
+    resume = None if resume is None else local_checkpoint_path(resume).resolve()
+    directory = run_dir()
+    check_fresh_run_dir(directory, resume)
+    # a truncated or foreign file fails now, not after the data is set up
+    resume_ckpt = None if resume is None else read_checkpoint(resume)
+    check_writable(directory)
+
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
-    directory = run_dir()
-    datamodule.class_map.save(directory / "class_map.json")
+    if resume is not None:
+        check_resume_checkpoint(resume, resume_ckpt, module, datamodule)
+        del resume_ckpt  # Lightning reads the file again (weights only) in fit
+    class_map_file = directory / "class_map.json"
+    with writing(class_map_file):
+        datamodule.class_map.save(class_map_file)
 
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=None if resume is None else str(resume),
+        weights_only=True,
+    )
     value = None
     if cfg.get("optimized_metric"):
         value = float(trainer.callback_metrics[cfg.optimized_metric])
@@ -55,7 +84,7 @@ def train(cfg: DictConfig) -> float | None:
         checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         log.info("testing %s", best or "the final weights")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         write_test_results(trainer, module, datamodule, directory, "test")
     return value
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -28,6 +28,7 @@ from asl_tal.data.annotations import (
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
+from asl_tal.data.preflight import PreflightReport, check_feature_files
 from asl_tal.data.sampling import EpochShuffleSampler
 from asl_tal.settings import settings_from
 
@@ -45,7 +46,9 @@ class DataConfig:
     ``conf/dataset/_defaults.yaml`` gives every key its generic value and documents it;
     paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
     ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream.
-    ``class_agnostic: None`` means "when ``ext_score_file`` is set".
+    ``class_agnostic: None`` means "when ``ext_score_file`` is set". ``preflight`` turns
+    the feature pre-flight check of :meth:`TALDataModule.setup` on; ``length_mismatch:
+    warn`` makes its length mismatches warnings.
     """
 
     name: str
@@ -72,10 +75,23 @@ class DataConfig:
     class_agnostic: bool | None
     clip_tolerance: float
     clip_tolerance_relative: float
+    preflight: bool
+    length_mismatch: Literal["error", "warn"]
 
 
 # dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
 SAMPLE_KEYS = tuple(f.name for f in fields(SampleConfig) if f.name != "class_agnostic")
+
+# the stages whose subsets setup(stage) uses and checks before any training
+SETUP_STAGES = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    None: ("train", "val", "test"),
+}
+# the subsets the feature pre-flight check covers: fit also checks the test subset, which
+# the training run tests at its end (a bad test file is found before training starts)
+PREFLIGHT_STAGES = {**SETUP_STAGES, "fit": ("train", "val", "test")}
 
 
 def _as_list(value: Any) -> list:
@@ -99,9 +115,10 @@ class TALDataModule(L.LightningDataModule):
     One class serves every benchmark: ``conf/dataset/<name>.yaml`` says where its files are
     and how to read them. Public: :attr:`class_map`, :attr:`train_class_counts`,
     :attr:`num_model_classes`, :attr:`sample_config`, :meth:`annotations`,
-    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores` and the train / val / test
-    dataloaders. Annotations load lazily on first use, so the model can be built from
-    ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls :meth:`setup`.
+    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight` and the
+    train / val / test dataloaders. Annotations load lazily on first use, so the model can
+    be built from ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls
+    :meth:`setup`, which checks every feature file of the run first (:meth:`preflight`).
 
     Args:
         pad_multiple: batches are padded to a multiple of this (the network's
@@ -112,8 +129,6 @@ class TALDataModule(L.LightningDataModule):
     def __init__(self, pad_multiple: int, **kwargs: Any) -> None:
         super().__init__()
         sample = {key: kwargs.pop(key) for key in SAMPLE_KEYS if key in kwargs}
-        if sample.get("crop_ratio") is not None:
-            sample["crop_ratio"] = tuple(float(r) for r in sample["crop_ratio"])
         self.cfg = settings_from(DataConfig, kwargs, "dataset")
         self.sample_config = settings_from(
             SampleConfig, {**sample, "class_agnostic": self.class_agnostic}, "dataset"
@@ -121,6 +136,8 @@ class TALDataModule(L.LightningDataModule):
         self.pad_multiple = pad_multiple
         self._subset_cache: dict[tuple[str, bool], dict[str, VideoAnnotation]] = {}
         self._datasets: dict[str, TALDataset] = {}
+        self._preflight_checked: set[str] = set()
+        self.preflight_report: PreflightReport | None = None
 
     @property
     def name(self) -> str:
@@ -233,8 +250,24 @@ class TALDataModule(L.LightningDataModule):
                     self.cfg.clip_tolerance, self.cfg.clip_tolerance_relative
                 ),
             )
+            self._check_fps(videos)
             self._subset_cache[key] = videos
         return self._subset_cache[key]
+
+    def _check_fps(self, videos: dict[str, VideoAnnotation]) -> None:
+        """Raise :class:`AnnotationError` when a video has no frame rate and needs one."""
+        s = self.sample_config
+        if s.feat_stride is None or s.fps is not None or s.default_fps is not None:
+            return
+        missing = [video_id for video_id, video in videos.items() if video.fps is None]
+        if missing:
+            others = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise AnnotationError(
+                f"{self.json_path}: video {missing[0]!r}{others} has no field 'fps', and "
+                f"dataset.feat_stride={s.feat_stride:g} counts frames: give the frame rate as "
+                "'fps' of each video in that file, as dataset.fps=<fps> for every video, or "
+                "as dataset.default_fps=<fps> for the videos without one"
+            )
 
     def annotations(self, stage: str) -> dict[str, VideoAnnotation]:
         """The stage's GT in seconds, as the file gives it (unclipped), for the metric."""
@@ -268,14 +301,35 @@ class TALDataModule(L.LightningDataModule):
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {
-            "fit": ["train", "val"],
-            "validate": ["val"],
-            "test": ["test"],
-            None: ["train", "val", "test"],
-        }[stage]
-        for name in wanted:
+        """Build the stage's datasets, after :meth:`preflight` of every subset it uses."""
+        if stage not in SETUP_STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {list(SETUP_STAGES)}")
+        self.preflight(PREFLIGHT_STAGES[stage])
+        for name in SETUP_STAGES[stage]:
             self.dataset(name)
+
+    def preflight(self, stages: Sequence[str] = ("train", "val", "test")) -> None:
+        """Check every feature file the datasets of ``stages`` read, from the files' headers
+        (:func:`~asl_tal.data.preflight.check_feature_files`), once per stage per run.
+
+        Off with ``dataset.preflight: false``; ``dataset.length_mismatch: warn`` logs a
+        length mismatch instead of raising it. The report of the last check is kept in
+        :attr:`preflight_report`.
+
+        Raises:
+            PreflightError: one message listing every problem found (file, video, numbers).
+        """
+        stages = [STAGES[s] for s in stages if STAGES[s] not in self._preflight_checked]
+        if not self.cfg.preflight or not stages:
+            return
+        videos = [video for stage in stages for video in self.dataset(stage).videos]
+        self.preflight_report = check_feature_files(
+            videos,
+            self.streams,
+            self.sample_config,
+            lengths_as_warnings=self.cfg.length_mismatch == "warn",
+        )
+        self._preflight_checked.update(stages)
 
     def _loader(self, stage: str) -> DataLoader:
         train = stage == "train"

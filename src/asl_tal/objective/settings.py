@@ -4,12 +4,21 @@
 :class:`LossSettings`; ``model.ascl`` is the keyword arguments of
 :class:`~asl_tal.objective.ascl.ASCLoss`. The fields have no defaults: ``conf/model/asl.yaml``
 is the one place that says what they are, and a key that is missing or unknown is an error
-naming the block and the key (:func:`asl_tal.settings.settings_from`).
+naming the block and the key (:func:`asl_tal.settings.settings_from`), as is a value of the
+wrong type or out of range. :func:`check_model_config` checks the whole ``model`` config
+that way before any data is loaded or anything is built.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
+
+from asl_tal.models.network import ASLNetwork
+from asl_tal.models.points import PointGenerator
+from asl_tal.objective.ascl import ASCLoss
+from asl_tal.settings import ConfigValueError, check_keywords, key_name, settings_from
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,9 @@ class SensitivitySettings:
     evaluator_layers: int
     evaluator_tile_len: int
     divide_by_stride: bool
-    normalize: str
+    normalize: Literal["none", "mean"]  # sensitivity.SENSITIVITY_MODES
     detach_instance: bool
-    evaluator_mask: str
+    evaluator_mask: Literal["inside_gt", "positives"]  # sensitivity.EVALUATOR_MASKS
     loc_weight_includes_cls: bool
 
 
@@ -60,3 +69,33 @@ class LossSettings:
     focal_gamma: float
     cls_weight: float
     loc_weight: float
+
+
+def check_model_config(model: Mapping[str, Any]) -> None:
+    """Check every block of the resolved ``model`` config against what it builds (keys,
+    types, values; :mod:`asl_tal.settings`) without building anything.
+
+    Raises:
+        ConfigValueError: one line naming the key, e.g.
+            ``model.network.l3 (alias model.l3): must be >= 0, got -1``.
+    """
+
+    def block(name: str) -> Mapping[str, Any]:
+        value = model.get(name)
+        if not isinstance(value, Mapping):
+            raise ConfigValueError(f"model.{name}: expected a block of keys, got {value!r}")
+        return value
+
+    network = block("network")
+    check_keywords(ASLNetwork, network, "model.network", ("num_classes",))
+    check_keywords(PointGenerator, block("points"), "model.points", ("num_levels",))
+    settings_from(SensitivitySettings, block("sensitivity"), "model.sensitivity")
+    check_keywords(ASCLoss, block("ascl"), "model.ascl", ("d",))
+    settings_from(LossSettings, block("loss"), "model.loss")
+    ranges = model["points"]["regression_ranges"]
+    if ranges is not None and len(ranges) != network["l3"] + 1:
+        raise ConfigValueError(
+            f"model.points.regression_ranges: {len(ranges)} range(s), but "
+            f"{key_name('model.network.l3')} = {network['l3']} makes {network['l3'] + 1} "
+            "pyramid levels (one range each)"
+        )

@@ -1,0 +1,270 @@
+"""Config values of the wrong type or out of range are one ``error:`` line naming the key.
+
+In-process tests of the checks (``asl_tal.settings``, ``check_model_config``, the data
+module's), then the hostile-user cases end to end: ``python -m asl_tal.train
+debug=fast_dev_run <override>`` exits 2 with the one line, no traceback. The synthetic
+model has ``d_emb 64``, ``n_heads 4``, ``l3 5``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from asl_tal.conf import compose
+from hydra.utils import instantiate
+from model_defaults import model_config
+from omegaconf import OmegaConf
+
+from asl_tal.data.datamodules import TALDataModule
+from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
+from asl_tal.objective.settings import SensitivitySettings, check_model_config
+from asl_tal.settings import (
+    ConfigValueError,
+    check_keywords,
+    describe,
+    matches,
+    settings_from,
+)
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@pytest.mark.parametrize(
+    "value, hint, ok",
+    [
+        (3, int, True),
+        ("abc", int, False),
+        (True, int, False),  # a bool is not a size
+        (2.5, int, False),
+        (2, float, True),  # YAML writes 1 for 1.0
+        (None, float | None, True),
+        ([1, 2], int | list[int], True),
+        ([1, "x"], int | list[int], False),
+        ([0.9, 1.0], tuple[float, float] | None, True),
+        ([0.9], tuple[float, float] | None, False),
+        ("warn", Literal["error", "warn"], True),
+        ("maybe", Literal["error", "warn"], False),
+        ("yes", bool, False),
+    ],
+)
+def test_matches(value, hint, ok):
+    assert matches(value, hint) is ok
+
+
+def test_describe():
+    assert describe(int) == "an integer"
+    assert describe(float | None) == "a number or null"
+    assert describe(int | list[int]) == "an integer or a list of integers"
+    assert describe(tuple[float, float] | None) == "a list of 2 numbers or null"
+    assert describe(Literal["error", "warn"]) == "one of 'error', 'warn'"
+
+
+@dataclass(frozen=True)
+class Block:
+    size: int
+    ratio: tuple[float, float] | None
+
+
+def test_settings_from_checks_types_and_makes_tuples():
+    assert settings_from(Block, {"size": 2, "ratio": [0.5, 1]}, "demo") == Block(2, (0.5, 1))
+    with pytest.raises(ConfigValueError) as err:
+        settings_from(Block, {"size": "2", "ratio": None}, "demo")
+    assert str(err.value) == "demo.size: expected an integer, got '2'"
+
+
+def test_check_keywords_reads_the_constructor_annotations():
+    def build(*, width: int, mode: str = "a") -> None: ...
+
+    check_keywords(build, {"width": 3}, "demo")
+    with pytest.raises(ConfigValueError, match=r"^demo\.width: expected an integer, got 3\.5$"):
+        check_keywords(build, {"width": 3.5}, "demo")
+    with pytest.raises(ConfigValueError, match=r"^demo: unknown demo\.depth"):
+        check_keywords(build, {"width": 3, "depth": 1}, "demo")
+
+
+def test_literals_of_the_sensitivity_settings_match_the_code():
+    hints = SensitivitySettings.__annotations__
+    assert "Literal" in hints["normalize"] and "Literal" in hints["evaluator_mask"]
+    assert all(repr(m) in hints["normalize"] for m in SENSITIVITY_MODES)
+    assert all(repr(m) in hints["evaluator_mask"] for m in EVALUATOR_MASKS)
+
+
+# (block, key, value) -> the message, by hand
+MODEL_CASES = [
+    ("network", "l1", "abc", "model.network.l1 (alias model.l1): expected an integer, got 'abc'"),
+    ("network", "l3", -1, "model.network.l3 (alias model.l3): must be >= 0, got -1"),
+    ("network", "d_emb", -8, "model.network.d_emb (alias model.d_emb): must be > 0, got -8"),
+    (
+        "network",
+        "d_emb",
+        30,
+        "model.network.d_emb (alias model.d_emb): 30 is not a multiple of "
+        "model.network.n_heads (alias model.n_heads) = 4",
+    ),
+    (
+        "network",
+        "attn_window",
+        4,
+        "model.network.attn_window: must be a positive odd number, got 4",
+    ),
+    (
+        "sensitivity",
+        "normalize",
+        "meen",
+        "model.sensitivity.normalize: expected one of 'none', 'mean', got 'meen'",
+    ),
+    (
+        "sensitivity",
+        "evaluator_layers",
+        "two",
+        "model.sensitivity.evaluator_layers (alias model.l4): expected an integer, got 'two'",
+    ),
+    ("ascl", "k", 0, "model.ascl.k: must be > 0, got 0"),
+    ("loss", "label_smoothing", 1.5, "model.loss.label_smoothing: must be in [0, 1], got 1.5"),
+    (
+        "points",
+        "regression_ranges",
+        [[0, 4], [4, float("inf")]],
+        "model.points.regression_ranges: 2 range(s), but model.network.l3 (alias model.l3) "
+        "= 5 makes 6 pyramid levels (one range each)",
+    ),
+]
+
+
+@pytest.mark.parametrize("block, key, value, message", MODEL_CASES)
+def test_check_model_config(block, key, value, message):
+    cfg = model_config("synthetic")
+    cfg[block][key] = value
+    with pytest.raises(ConfigValueError) as err:
+        check_model_config(cfg)
+    assert str(err.value) == message
+
+
+def dataset_node(name: str, *overrides: str) -> dict:
+    cfg = compose("train", [f"dataset={name}", *overrides])
+    return OmegaConf.to_container(cfg.dataset, resolve=True, throw_on_missing=False)
+
+
+CUSTOM = ["dataset.json_file=a.json", "dataset.feat_dir=f", "dataset.input_dim=8"]
+CUSTOM += ["dataset.num_classes=3"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "dataset").glob("[!_]*.yaml")))
+def test_every_shipped_config_passes(name):
+    overrides = CUSTOM if name == "custom" else []
+    cfg = compose("train", [f"dataset={name}", *overrides])
+    check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    # the constructor checks every dataset.* value and reads nothing
+    assert isinstance(instantiate(dataset_node(name, *overrides), pad_multiple=8), TALDataModule)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_size", 0, "dataset.batch_size: must be > 0, got 0"),
+        ("num_workers", -1, "dataset.num_workers: must be >= 0, got -1"),
+        ("feat_stride", "four", "dataset.feat_stride: expected a number or null, got 'four'"),
+        ("crop_ratio", [0.5, 2], "dataset.crop_ratio: must be in (0, 1], got [0.5, 2]"),
+        ("preflight", "maybe", "dataset.preflight: expected true or false, got 'maybe'"),
+        (
+            "length_mismatch",
+            "ignore",
+            "dataset.length_mismatch: expected one of 'error', 'warn', got 'ignore'",
+        ),
+    ],
+)
+def test_dataset_values(key, value, message):
+    node = dataset_node("custom", *CUSTOM)
+    node.pop("_target_")
+    with pytest.raises(ConfigValueError) as err:
+        TALDataModule(8, **{**node, key: value})
+    assert str(err.value) == message
+
+
+# ---- end to end: python -m asl_tal.train debug=fast_dev_run <override> ----------------------
+
+
+def run_train(*overrides: str) -> subprocess.CompletedProcess:
+    """``python -m asl_tal.train overrides...`` as tests/app/conftest.py's run_entry runs it
+    (not imported from there: another folder's conftest may hold that module name)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "asl_tal.train", *overrides],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+
+
+def assert_user_error(proc, message: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert error_lines(proc) == [f"error: {message}"], proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # model.l3=-1 and model.d_emb=-8 take model.l1=abc's path (test_check_model_config)
+        ("model.l1=abc", MODEL_CASES[0][3]),
+        ("model.d_emb=30", MODEL_CASES[3][3]),
+        ("dataset.batch_size=0", "dataset.batch_size: must be > 0, got 0"),
+    ],
+)
+def test_train_rejects_the_value(override, message, tmp_path):
+    data_dir = tmp_path / "data"
+    proc = run_train(
+        "debug=fast_dev_run",
+        override,
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_user_error(proc, message)
+    assert not data_dir.exists()  # stopped before the synthetic data were even generated
+
+
+def test_train_without_any_fps(tmp_path):
+    """No dataset.fps, no per-video fps, no dataset.default_fps, feat_stride 1."""
+    root = tmp_path / "data"
+    database = {
+        f"{subset}{i}": {
+            "subset": subset,
+            "duration": 8.0,
+            "annotations": [{"label": "a", "segment": [1.0, 3.0]}],
+        }
+        for subset in ("training", "validation", "test")
+        for i in range(2)
+    }
+    (root / "features").mkdir(parents=True)
+    (root / "ann.json").write_text(json.dumps({"database": database}))
+    proc = run_train(
+        "debug=fast_dev_run",
+        "dataset=custom",
+        f"dataset.root={root}",
+        "dataset.json_file=ann.json",
+        "dataset.feat_dir=features",
+        "dataset.input_dim=8",
+        "dataset.num_classes=1",
+        "dataset.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_user_error(
+        proc,
+        f"{root / 'ann.json'}: video 'training0' (and 1 more) has no field 'fps', and "
+        "dataset.feat_stride=1 counts frames: give the frame rate as 'fps' of each video in "
+        "that file, as dataset.fps=<fps> for every video, or as dataset.default_fps=<fps> "
+        "for the videos without one",
+    )
