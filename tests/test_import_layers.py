@@ -32,15 +32,17 @@ LAYERS = {
     "optim": 3,
     "lit_module": 4,
     "bench": 4,
-    "app": 5,
+    "errors": -1,
+    "checkpoints": 5,
     "callbacks": 5,
+    "app": 6,
     "viz": 4,
     "conf": -1,
-    "convert": 6,
-    "evaluate": 6,
-    "train": 6,
-    "eval": 6,
-    "predict": 6,
+    "convert": 7,
+    "evaluate": 7,
+    "train": 7,
+    "eval": 7,
+    "predict": 7,
 }
 
 

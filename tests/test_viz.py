@@ -23,8 +23,9 @@ from asl_tal.conf import compose
 from matplotlib.colors import to_rgba
 
 from asl_tal import viz
-from asl_tal.app import build_datamodule, load_checkpoint
+from asl_tal.app import build_datamodule
 from asl_tal.callbacks import VisualizationCallback
+from asl_tal.checkpoints import load_checkpoint
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
 

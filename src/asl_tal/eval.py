@@ -13,14 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 from asl_tal.app import (
     build_datamodule,
     build_trainer,
-    check_trained_on,
-    load_checkpoint,
-    local_checkpoint_path,
     prepare_results_dir,
     run_dir,
     user_errors,
     write_test_results,
 )
+from asl_tal.checkpoints import check_trained_on, load_checkpoint, local_checkpoint_path
 from asl_tal.conf import CONFIG_PATH
 
 

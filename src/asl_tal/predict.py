@@ -31,14 +31,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from asl_tal.app import (
-    UserInputError,
-    build_trainer,
-    load_checkpoint,
-    run_dir,
-    user_errors,
-    writing,
-)
+from asl_tal.app import UserInputError, build_trainer, run_dir, user_errors, writing
+from asl_tal.checkpoints import load_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
 from asl_tal.data.batch import Batch, VideoMeta

@@ -22,15 +22,13 @@ from asl_tal.app import (
     build_module,
     build_trainer,
     check_fresh_run_dir,
-    check_resume_checkpoint,
     check_writable,
-    local_checkpoint_path,
-    read_checkpoint,
     run_dir,
     user_errors,
     write_test_results,
     writing,
 )
+from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.objective.settings import check_model_config
 

@@ -13,7 +13,7 @@ import torch
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
-from asl_tal.app import load_checkpoint, upgrade_hparams
+from asl_tal.checkpoints import load_checkpoint, upgrade_hparams
 from asl_tal.lit_module import ASLLitModule
 
 LEGACY = json.loads((Path(__file__).parent / "legacy_hparams.json").read_text())

@@ -30,21 +30,23 @@ from conftest import HERE, run_entry, tiny
 from matplotlib.figure import Figure
 
 from asl_tal.app import (
-    CheckpointMismatchError,
-    CheckpointReadError,
     OutputWriteError,
     UserInputError,
     build_datamodule,
     build_module,
     check_fresh_run_dir,
-    check_resume_checkpoint,
     check_writable,
+)
+from asl_tal.callbacks import VisualizationCallback
+from asl_tal.checkpoints import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    check_resume_checkpoint,
     load_checkpoint,
     load_state_dict_checked,
     local_checkpoint_path,
     read_checkpoint,
 )
-from asl_tal.callbacks import VisualizationCallback
 
 # debug=tiny: 1 warm-up + 2 epochs; per validation epoch the callback draws 2 sensitivity
 # plots, 1 timeline, the PR curves and the per-class AP bars (tests/test_viz.py)
