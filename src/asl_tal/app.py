@@ -68,8 +68,18 @@ def user_errors() -> Iterator[None]:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, USER_ERRORS):
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {one_line_message(cause)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line_message(err: BaseException) -> str:
+    """``err``'s message; for an error re-raised from a DataLoader worker (whose message
+    embeds the worker's traceback), the original message only."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]  # "FeatureError: <the original message>"
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def run_dir() -> Path:

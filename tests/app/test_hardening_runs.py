@@ -36,6 +36,7 @@ from asl_tal.app import (
     build_module,
     check_fresh_run_dir,
     check_writable,
+    one_line_message,
 )
 from asl_tal.callbacks import VisualizationCallback
 from asl_tal.checkpoints import (
@@ -443,3 +444,24 @@ def test_wandb_media_errors_are_counted_not_raised(tmp_path):
     assert callback.failures == 3  # two images, one table
     assert logged == [{"viz/failures": 3.0}]
     assert not (tmp_path / "plots").exists()  # W&B active: no PNG fallback
+
+
+def test_an_error_in_a_data_loader_worker_is_one_line(tmp_path):
+    """torch re-raises a worker's error with the worker's traceback inside the message; the
+    user sees the original message only."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from asl_tal.data.features import FeatureError
+
+    class Broken(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int):
+            raise FeatureError("feats/v1.npy: video 'v1': truncated file")
+
+    with pytest.raises(FeatureError) as caught:
+        next(iter(DataLoader(Broken(), num_workers=1)))
+    assert "Original Traceback" in str(caught.value)  # what torch hands over
+    assert one_line_message(caught.value) == "feats/v1.npy: video 'v1': truncated file"
+    assert one_line_message(ValueError("plain")) == "plain"
