@@ -25,9 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from asl_tal.conf import compose
+from omegaconf import OmegaConf
 
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.collate import collate
+from asl_tal.data.datamodules import SAMPLE_KEYS
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
 
@@ -54,6 +57,15 @@ def write_videos(root: Path, lengths: dict[str, int], dim: int, seed: int = 0) -
     return path
 
 
+def thumos_sampling(**overrides) -> SampleConfig:
+    """The THUMOS14 row's sampling settings at 30 fps for every video, whole videos (no crop)
+    unless ``overrides`` say otherwise."""
+    data = OmegaConf.to_container(compose("train", ["dataset=thumos14"]).dataset, resolve=True)
+    values = {key: data[key] for key in SAMPLE_KEYS}
+    whole = {"fps": 30.0, "max_seq_len": None, "crop_ratio": None, "class_agnostic": False}
+    return SampleConfig(**{**values, **whole, **overrides})
+
+
 def time_batch(dataset: TALDataset, pad_multiple: int, max_seq_len: int, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -73,16 +85,15 @@ def main() -> None:
         root = Path(tmp)
         videos, _ = load_annotations(write_videos(root, LENGTHS, DIM))
         reader = FeatureReader([FeatureStream(root, DIM)])
-        base = {"fps": 30.0, "feat_stride": 4, "feat_window": 16}
         settings = {
-            "eval_full": (SampleConfig(**base), False, False),
+            "eval_full": (thumos_sampling(), False, False),
             "train_crop": (
-                SampleConfig(**base, max_seq_len=1024, crop_ratio=(0.9, 1.0)),
+                thumos_sampling(max_seq_len=1024, crop_ratio=(0.9, 1.0)),
                 True,
                 False,
             ),
-            "fixed_1024": (SampleConfig(**base, fixed_length=1024), False, False),
-            "fixed_1024_cached": (SampleConfig(**base, fixed_length=1024), False, True),
+            "fixed_1024": (thumos_sampling(fixed_length=1024), False, False),
+            "fixed_1024_cached": (thumos_sampling(fixed_length=1024), False, True),
         }
         result: dict[str, object] = {
             "videos": LENGTHS,

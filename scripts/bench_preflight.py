@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_loading
 import numpy as np
 
 from asl_tal.data.annotations import VideoAnnotation
-from asl_tal.data.dataset import SampleConfig
 from asl_tal.data.features import FeatureStream
 from asl_tal.data.preflight import check_feature_files
 
@@ -89,7 +89,7 @@ def main() -> None:
         apparent = sum(p.stat().st_size for p in root.iterdir())
         on_disk = sum(p.stat().st_blocks * 512 for p in root.iterdir())
         streams = [FeatureStream(root, DIM)]
-        config = SampleConfig(feat_stride=STRIDE, feat_window=WINDOW)
+        config = bench_loading.thumos_sampling(fps=None, feat_stride=STRIDE, feat_window=WINDOW)
         drop_cache(root)
         cold = timed(videos, streams, config)
         warm = statistics.median(timed(videos, streams, config) for _ in range(args.repeats))

@@ -57,7 +57,7 @@ from asl_tal.bench import (
     synthetic_batch,
 )
 from asl_tal.data.annotations import load_annotations
-from asl_tal.data.dataset import SampleConfig, TALDataset
+from asl_tal.data.dataset import TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.detector import ASLDetector
 from asl_tal.metrics.matching import detection_ap
@@ -321,11 +321,13 @@ class Runner:
             named = {f"video_{i}": length for i, length in enumerate(lengths)}
             videos, _ = load_annotations(bench_loading.write_videos(root, named, dim, self.seed))
             reader = FeatureReader([FeatureStream(root, dim)])
-            base = {"fps": 30.0, "feat_stride": 4, "feat_window": 16}
             crop = min(self.train_len, min(lengths))
             settings = {
-                "train_crop": (SampleConfig(**base, max_seq_len=crop, crop_ratio=(0.9, 1.0)), True),
-                "eval_full": (SampleConfig(**base), False),
+                "train_crop": (
+                    bench_loading.thumos_sampling(max_seq_len=crop, crop_ratio=(0.9, 1.0)),
+                    True,
+                ),
+                "eval_full": (bench_loading.thumos_sampling(), False),
             }
             result: dict[str, object] = {"lengths": list(lengths), "dim": dim, "crop": crop}
             for name, (config, train) in settings.items():

@@ -13,6 +13,7 @@ from typing import Any
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
+from asl_tal.data.dataset import SampleConfig
 from asl_tal.objective.ascl import ASCLoss
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
@@ -64,3 +65,22 @@ def postprocess_config(**overrides: Any) -> PostprocessConfig:
 def make_ascl(d: int, **overrides: Any) -> ASCLoss:
     """An :class:`ASCLoss` of width ``d`` with the default ``model.ascl`` block, changed."""
     return ASCLoss(d, **{**model_config()["ascl"], **overrides})
+
+
+def sample_config(**overrides: Any) -> SampleConfig:
+    """A :class:`SampleConfig` reading every video whole on its own grid (per-video fps,
+    stride 1, no crop, no resampling), ``overrides`` applied."""
+    whole_video = dict(
+        fps=None,
+        default_fps=None,
+        feat_stride=1.0,
+        feat_window=None,
+        max_seq_len=None,
+        fixed_length=None,
+        crop_after_resample=False,
+        resample_geometry="spec",
+        crop_ratio=None,
+        trunc_thresh=0.5,
+        class_agnostic=False,
+    )
+    return SampleConfig(**{**whole_video, **overrides})

@@ -7,11 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from model_defaults import sample_config
 
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.batch import VideoMeta
 from asl_tal.data.collate import collate, padded_length
-from asl_tal.data.dataset import SampleConfig, TALDataset, VideoSample
+from asl_tal.data.dataset import TALDataset, VideoSample
 from asl_tal.data.features import FeatureReader, FeatureStream
 
 
@@ -30,7 +31,7 @@ def two_videos(tiny_dataset, entry):
 
 def test_eval_sample_grid_units_and_multilabel_rows(two_videos):
     videos, reader, class_map = two_videos
-    config = SampleConfig(default_fps=5.0, feat_stride=2, feat_window=4)
+    config = sample_config(default_fps=5.0, feat_stride=2, feat_window=4)
     ds = TALDataset(videos, reader, config, train=False)
     assert len(ds) == 3
     sample = ds[0]
@@ -45,7 +46,7 @@ def test_eval_sample_grid_units_and_multilabel_rows(two_videos):
 
 def test_missing_fps_is_an_error(two_videos):
     videos, reader, _ = two_videos
-    ds = TALDataset(videos, reader, SampleConfig(feat_stride=2), train=False)
+    ds = TALDataset(videos, reader, sample_config(feat_stride=2), train=False)
     with pytest.raises(ValueError, match="video 'b': no field 'fps'"):
         ds[1]
 
@@ -53,7 +54,7 @@ def test_missing_fps_is_an_error(two_videos):
 def test_training_skips_videos_without_annotation(two_videos, caplog):
     videos, reader, _ = two_videos
     with caplog.at_level(logging.WARNING, logger="asl_tal.data.dataset"):
-        ds = TALDataset(videos, reader, SampleConfig(fps=10.0), train=True)
+        ds = TALDataset(videos, reader, sample_config(fps=10.0), train=True)
     assert [v.video_id for v in ds.videos] == ["a", "b"]
     assert ds.num_skipped == 1
     assert "skipped 1 of 3 training video(s)" in caplog.text
@@ -61,7 +62,7 @@ def test_training_skips_videos_without_annotation(two_videos, caplog):
 
 def test_fixed_length_resamples_features_and_geometry(two_videos):
     videos, reader, _ = two_videos
-    config = SampleConfig(fps=10.0, feat_stride=2, feat_window=2, fixed_length=23)
+    config = sample_config(fps=10.0, feat_stride=2, feat_window=2, fixed_length=23)
     sample = TALDataset(videos, reader, config, train=True)[0]
     # 46 -> 23 steps: output j reads input x = (j + 0.5) * 2 - 0.5 = 2 j + 0.5: 100 x + c
     expected = 100 * (2 * np.arange(23) + 0.5)
@@ -73,7 +74,7 @@ def test_fixed_length_resamples_features_and_geometry(two_videos):
 
 def test_training_crop_and_class_agnostic(two_videos):
     videos, reader, _ = two_videos
-    config = SampleConfig(fps=10.0, max_seq_len=16, trunc_thresh=0.5, class_agnostic=True)
+    config = sample_config(fps=10.0, max_seq_len=16, trunc_thresh=0.5, class_agnostic=True)
     ds = TALDataset(videos, reader, config, train=True, seed=3)
     sample = ds[0]
     assert sample.feats.shape == (3, 16)
@@ -91,11 +92,11 @@ def test_training_crop_and_class_agnostic(two_videos):
 
 def test_feature_cache_avoids_rereading(two_videos, tmp_path):
     videos, reader, _ = two_videos
-    ds = TALDataset(videos, reader, SampleConfig(fps=10.0), train=False, cache_features=True)
+    ds = TALDataset(videos, reader, sample_config(fps=10.0), train=False, cache_features=True)
     first = ds[0].feats
     (tmp_path / "dataset" / "features" / "a.npy").unlink()
     assert torch.equal(ds[0].feats, first)
-    uncached = TALDataset(videos, reader, SampleConfig(fps=10.0), train=False)
+    uncached = TALDataset(videos, reader, sample_config(fps=10.0), train=False)
     with pytest.raises(ValueError, match="not found"):
         uncached[0]
 

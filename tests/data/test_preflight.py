@@ -17,9 +17,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from model_defaults import sample_config
 
 from asl_tal.data.annotations import VideoAnnotation
-from asl_tal.data.dataset import SampleConfig
 from asl_tal.data.features import FeatureError, FeatureStream
 from asl_tal.data.preflight import (
     LengthTolerance,
@@ -28,7 +28,7 @@ from asl_tal.data.preflight import (
     expected_num_feats,
 )
 
-THUMOS = SampleConfig(feat_stride=4, feat_window=16)
+THUMOS = sample_config(feat_stride=4, feat_window=16)
 DIM = 8
 
 
@@ -192,7 +192,7 @@ def test_streams_must_agree_within_one_step(tmp_path):
 
 def test_features_per_second_skip_the_length_check(tmp_path):
     write(tmp_path / "a.npy", 5)
-    per_second = SampleConfig(feat_stride=None, feat_window=None)
+    per_second = sample_config(feat_stride=None, feat_window=None)
     report = check_feature_files(
         [video("a", 80.0, fps=None)], [FeatureStream(tmp_path, DIM)], per_second
     )
@@ -203,11 +203,11 @@ def test_fps_resolution_follows_video_meta(tmp_path):
     write(tmp_path / "a.npy", 597)  # right for 30 fps
     stream = [FeatureStream(tmp_path, DIM)]
     # the JSON's fps wins over default_fps; an fps override wins over the JSON
-    json_first = SampleConfig(default_fps=25.0, feat_stride=4, feat_window=16)
+    json_first = sample_config(default_fps=25.0, feat_stride=4, feat_window=16)
     check_feature_files([video("a", fps=30.0)], stream, json_first)
-    default = SampleConfig(default_fps=30.0, feat_stride=4, feat_window=16)
+    default = sample_config(default_fps=30.0, feat_stride=4, feat_window=16)
     check_feature_files([video("a", fps=None)], stream, default)
-    override = SampleConfig(fps=25.0, default_fps=30.0, feat_stride=4, feat_window=16)
+    override = sample_config(fps=25.0, default_fps=30.0, feat_stride=4, feat_window=16)
     err = problems_of([video("a", fps=30.0)], stream, override)
     assert "expected 497.0" in str(err)  # (80 * 25 - 16) / 4 + 1
     err = problems_of([video("a", fps=None)], stream, THUMOS)

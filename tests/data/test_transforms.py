@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_defaults import sample_config
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import VideoMeta
-from asl_tal.data.dataset import SampleConfig, video_meta
+from asl_tal.data.dataset import video_meta
 from asl_tal.data.transforms import crop_length, random_crop, resample_features, resample_meta
 
 
@@ -58,7 +59,7 @@ def test_resampled_geometry_matches_interpolation_when_window_equals_stride():
 def test_features_per_second_geometry_when_no_stride():
     # no stride known: grid = t * L / duration - 0.5 after resampling to L.
     video = VideoAnnotation("v", "training", 50.0, None, np.zeros((0, 2)), np.zeros(0, np.int64))
-    meta = video_meta(video, num_feats=37, config=SampleConfig(feat_stride=None))
+    meta = video_meta(video, num_feats=37, config=sample_config(feat_stride=None))
     assert (meta.fps, meta.stride, meta.window) == (37 / 50, 1.0, 1.0)
     new = resample_meta(meta, 37, 16)
     t = np.array([0.0, 12.5, 50.0])

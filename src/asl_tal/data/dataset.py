@@ -37,7 +37,8 @@ class VideoSample:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """How a video's features become a sample.
+    """How a video's features become a sample (the ``dataset.*`` keys of that name; their
+    generic values are in ``conf/dataset/_defaults.yaml``).
 
     Attributes:
         fps: frame rate for every video (None = the JSON's per-video ``fps``).
@@ -54,17 +55,17 @@ class SampleConfig:
         class_agnostic: every label becomes 0 (ActivityNet's class-agnostic variant).
     """
 
-    fps: float | None = None
-    default_fps: float | None = None
-    feat_stride: float | None = 1.0
-    feat_window: float | None = None
-    max_seq_len: int | None = None
-    fixed_length: int | None = None
-    crop_after_resample: bool = False
-    resample_geometry: str = "spec"
-    crop_ratio: tuple[float, float] | None = None
-    trunc_thresh: float = 0.5
-    class_agnostic: bool = False
+    fps: float | None
+    default_fps: float | None
+    feat_stride: float | None
+    feat_window: float | None
+    max_seq_len: int | None
+    fixed_length: int | None
+    crop_after_resample: bool
+    resample_geometry: str
+    crop_ratio: tuple[float, float] | None
+    trunc_thresh: float
+    class_agnostic: bool
 
     @property
     def crops(self) -> bool:
