@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from feature_files import save_features
 from model_defaults import sample_config
 
 from asl_tal.data.annotations import VideoAnnotation
@@ -39,18 +40,8 @@ def video(video_id: str, duration: float = 80.0, fps: float | None = 30.0, subse
 
 
 def write(path: Path, length: int, dim: int = DIM, key: str | None = None, dtype="float32"):
-    """A ``(length, dim)`` file in ``path``'s format (HDF5: dataset ``key``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.ones((length, dim), dtype=dtype)
-    if path.suffix == ".npy":
-        np.save(path, array)
-    elif path.suffix == ".npz":
-        np.savez(path, feats=array)
-    elif path.suffix == ".pt":
-        torch.save(torch.from_numpy(array), path)
-    else:
-        with h5py.File(path, "a") as h5:
-            h5.create_dataset(key, data=array)
+    """A ``(length, dim)`` file of ones in ``path``'s format (HDF5: dataset ``key``)."""
+    save_features(path, np.ones((length, dim), dtype=dtype), key)
 
 
 def truncate(path: Path, keep: int | None = None) -> None:
