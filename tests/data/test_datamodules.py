@@ -203,7 +203,11 @@ def test_synthetic_end_to_end_with_the_real_generator(tmp_path):
     assert dm.class_map.num_classes == 8
     assert dm.train_class_counts.shape == (8,) and dm.train_class_counts.sum() > 0
     batch = next(iter(dm.train_dataloader()))
-    assert batch.feats.shape == (4, 64, 256)
+    # videos of 40-80 steps: the batch pads to its longest crop rounded up to 32, not to
+    # max_seq_len 256 (dataset.train_padding: longest)
+    longest = int(batch.mask.sum(1).max())
+    assert 40 <= longest <= 80
+    assert batch.feats.shape == (4, 64, -(-longest // 32) * 32)
     # synthetic grid: fps 1, stride 1, window 1 -> grid = t - 0.5
     gt = dm.annotations("val")
     video_id = next(iter(gt))

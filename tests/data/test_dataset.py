@@ -130,12 +130,28 @@ def test_collate_pads_time_and_gt():
     assert batch.video_ids == ["x", "y"]
 
 
-def test_collate_training_pads_to_max_seq_len_and_rejects_longer():
-    batch = collate([_sample("x", 5, 0)], pad_multiple=8, max_seq_len=20, train=True)
+def test_collate_training_pads_to_the_longest_crop_by_default():
+    batch = collate(
+        [_sample("x", 5, 0), _sample("y", 11, 0)], pad_multiple=8, max_seq_len=40, train=True
+    )
+    assert batch.feats.shape == (2, 2, 16)  # longest 11 rounded up to 16, not 40
+    assert batch.mask.sum(1).tolist() == [5, 11]
+
+
+def test_collate_training_pads_to_max_seq_len_on_request_and_rejects_longer():
+    batch = collate(
+        [_sample("x", 5, 0)],
+        pad_multiple=8,
+        max_seq_len=20,
+        train=True,
+        train_padding="max_seq_len",
+    )
     assert batch.feats.shape == (1, 2, 24)
     assert batch.labels.shape == (1, 1) and batch.labels.tolist() == [[-1]]
     with pytest.raises(ValueError, match="video 'long': 30 feature steps exceed max_seq_len 20"):
         collate([_sample("x", 5, 1), _sample("long", 30, 1)], 8, 20, train=True)
+    with pytest.raises(ValueError, match="train_padding must be 'longest' or 'max_seq_len'"):
+        collate([_sample("x", 5, 1)], 8, 20, train=True, train_padding="max")
     evaluated = collate([_sample("long", 30, 1)], pad_multiple=8, max_seq_len=20, train=False)
     assert evaluated.feats.shape[-1] == 32
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -17,19 +18,28 @@ def padded_length(longest: int, pad_multiple: int, max_seq_len: int | None) -> i
 
 
 def collate(
-    samples: Sequence[VideoSample], pad_multiple: int, max_seq_len: int | None, train: bool
+    samples: Sequence[VideoSample],
+    pad_multiple: int,
+    max_seq_len: int | None,
+    train: bool,
+    train_padding: Literal["longest", "max_seq_len"] = "longest",
 ) -> Batch:
     """Pad ``T`` and the GT rows of ``samples`` into a :class:`Batch`.
 
-    In training ``T`` becomes :func:`padded_length` with ``max_seq_len`` (as ActionFormer:
-    constant shapes for short crops), and a sample longer than ``max_seq_len`` is an error
-    (the crop should have cut it). In evaluation ``T`` is only the longest video rounded up
-    to ``pad_multiple``: the network's outputs do not depend on padding (tested), and a
-    450-step THUMOS test video padded to its ``max_seq_len`` of 1,024 would cost 2.3× the work.
-    GT rows pad to ``max(max N, 1)`` with label -1.
+    ``T`` is the longest sample rounded up to ``pad_multiple``: the network's outputs and
+    the losses do not depend on padding (both tested), and two THUMOS crops of 300 and 560
+    steps padded to a ``max_seq_len`` of 1,024 would cost 1.8x the work. In training,
+    ``train_padding="max_seq_len"`` pads to :func:`padded_length` with ``max_seq_len``
+    instead (ActionFormer's constant shapes, e.g. for ``torch.compile`` without dynamic
+    shapes), and a sample longer than ``max_seq_len`` is an error either way (the crop
+    should have cut it). GT rows pad to ``max(max N, 1)`` with label -1.
     """
     if not samples:
         raise ValueError("collate: empty list of samples")
+    if train_padding not in ("longest", "max_seq_len"):
+        raise ValueError(
+            f"collate: train_padding must be 'longest' or 'max_seq_len', got {train_padding!r}"
+        )
     if pad_multiple < 1:
         raise ValueError(f"collate: pad_multiple must be >= 1, got {pad_multiple}")
     lengths = [s.feats.shape[1] for s in samples]
@@ -40,7 +50,8 @@ def collate(
             f"max_seq_len {max_seq_len} in training (enable cropping or raise max_seq_len)"
         )
     batch, dim = len(samples), samples[0].feats.shape[0]
-    length = padded_length(max(lengths), pad_multiple, max_seq_len if train else None)
+    pad_to_max = train and train_padding == "max_seq_len"
+    length = padded_length(max(lengths), pad_multiple, max_seq_len if pad_to_max else None)
     num_gt = max(max(len(s.labels) for s in samples), 1)
     feats = torch.zeros(batch, dim, length, dtype=torch.float32)
     mask = torch.zeros(batch, length, dtype=torch.bool)

@@ -170,7 +170,10 @@ class ASCLoss(nn.Module):
         f_loc, _ = self._top_frames(feats_t, h_loc.detach(), inside, k)
         background = valid & ~inside.any(dim=1)
         num_bg = min(self.num_background, num_frames)
-        draw = torch.where(background, torch.rand(background.shape, device=valid.device), -1.0)
+        # one uniform draw per background frame, in (video, frame) order: the same draws
+        # whatever the batch's padding
+        draw = torch.full(background.shape, -1.0, device=valid.device)
+        draw[background] = torch.rand(int(background.sum()), device=valid.device)
         score, bg_index = draw.topk(num_bg, dim=1)
         bg_feats = torch.gather(feats_t, 1, bg_index[..., None].expand(-1, -1, feats_t.shape[2]))
 
@@ -232,10 +235,15 @@ class ASCLoss(nn.Module):
     def _top_frames(
         feats_t: torch.Tensor, h: torch.Tensor, inside: torch.Tensor, k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean of the ``k`` frames with the highest ``h`` inside each GT: ``(B, N, d)``."""
+        """Mean of the ``k`` frames with the highest ``h`` inside each GT: ``(B, N, d)``.
+
+        Ties (a constant ``h`` when the sensitivity is off) go to the earliest frames, so
+        the choice does not depend on the batch's padding.
+        """
         batch, num_gt, _ = inside.shape
         score = torch.where(inside, h, -torch.inf)
-        top, index = score.topk(k, dim=-1)
+        top, index = score.sort(dim=-1, descending=True, stable=True)
+        top, index = top[..., :k], index[..., :k]
         chosen = torch.isfinite(top)
         picked = torch.gather(
             feats_t, 1, index.reshape(batch, num_gt * k, 1).expand(-1, -1, feats_t.shape[2])
