@@ -45,10 +45,12 @@ class DataConfig:
 
     ``conf/dataset/_defaults.yaml`` gives every key its generic value and documents it;
     paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
-    ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream.
+    ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream; a
+    ``file_prefix`` of None (ActionFormer's ``file_prefix: ~``) means no prefix.
     ``class_agnostic: None`` means "when ``ext_score_file`` is set". ``preflight`` turns
     the feature pre-flight check of :meth:`TALDataModule.setup` on; ``length_mismatch:
-    warn`` makes its length mismatches warnings.
+    warn`` makes its length mismatches warnings. ``train_padding`` is how far training
+    batches are padded: ``longest`` (the batch's longest crop) or ``max_seq_len``.
     """
 
     name: str
@@ -56,7 +58,7 @@ class DataConfig:
     root: str
     json_file: str
     feat_dir: str | list[str]
-    file_prefix: str | list[str]
+    file_prefix: str | list[str | None] | None
     file_ext: str | list[str]
     hdf5_file: str | list[str | None] | None
     input_dim: int | list[int]
@@ -77,6 +79,7 @@ class DataConfig:
     clip_tolerance_relative: float
     preflight: bool
     length_mismatch: Literal["error", "warn"]
+    train_padding: Literal["longest", "max_seq_len"]
 
 
 # dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
@@ -171,7 +174,7 @@ class TALDataModule(L.LightningDataModule):
         exts = _per_stream(self.cfg.file_ext, n, "file_ext")
         h5 = _per_stream(self.cfg.hdf5_file, n, "hdf5_file")
         return [
-            FeatureStream(self.resolve(d), int(dim), str(prefix), str(ext), h)
+            FeatureStream(self.resolve(d), int(dim), prefix or "", str(ext), h)
             for d, dim, prefix, ext, h in zip(dirs, dims, prefixes, exts, h5, strict=True)
         ]
 
@@ -182,12 +185,12 @@ class TALDataModule(L.LightningDataModule):
         """Raise one :class:`DatasetNotFoundError` listing everything missing."""
         missing = []
         if not self.root.is_dir():
-            missing.append(f"dataset folder {self.root}")
+            missing.append(f"dataset folder {self.root} (dataset.root)")
         if not self.json_path.is_file():
-            missing.append(f"annotation file {self.json_path}")
+            missing.append(f"annotation file {self.json_path} (dataset.json_file)")
         for stream in self.streams:
             if not stream.feat_dir.is_dir():
-                missing.append(f"feature folder {stream.feat_dir}")
+                missing.append(f"feature folder {stream.feat_dir} (dataset.feat_dir)")
             elif stream.hdf5_file and not (stream.feat_dir / stream.hdf5_file).is_file():
                 missing.append(f"HDF5 feature file {stream.feat_dir / stream.hdf5_file}")
         if self.cfg.ext_score_file and not self.resolve(self.cfg.ext_score_file).is_file():
@@ -349,6 +352,7 @@ class TALDataModule(L.LightningDataModule):
                 pad_multiple=self.pad_multiple,
                 max_seq_len=self.sample_config.max_seq_len,
                 train=train,
+                train_padding=c.train_padding,
             ),
         )
 
