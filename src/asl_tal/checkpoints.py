@@ -85,18 +85,32 @@ LEGACY_DEFAULTS = {
 }
 
 
+# keys added to a block after the layout of today, with the value that reproduces what a
+# checkpoint without them was trained with
+ADDED_KEYS = {
+    "network": {"channel_pool": "sum", "channel_drop_path": False},
+    "sensitivity": {"weight_normalize": "none"},
+}
+
+
 def upgrade_hparams(hparams: dict) -> dict:
     """The hyper-parameters of a checkpoint in today's layout (older layouts converted)."""
     model = dict(hparams["model"])
     if "network" in model:
-        return hparams
+        for block, added in ADDED_KEYS.items():
+            model[block] = {**added, **model[block]}
+        return {**hparams, "model": model}
     network = {key: model.pop(key) for key in LEGACY_NETWORK_KEYS}
     sensitivity = dict(model["sensitivity"])
     sensitivity.setdefault("evaluator_layers", model.pop("l4"))
     upgraded = {
-        "network": {**LEGACY_DEFAULTS["network"], **network},
+        "network": {**LEGACY_DEFAULTS["network"], **ADDED_KEYS["network"], **network},
         "points": {"regression_ranges": model.get("regression_ranges")},
-        "sensitivity": {**LEGACY_DEFAULTS["sensitivity"], **sensitivity},
+        "sensitivity": {
+            **LEGACY_DEFAULTS["sensitivity"],
+            **ADDED_KEYS["sensitivity"],
+            **sensitivity,
+        },
         "ascl": {**LEGACY_DEFAULTS["ascl"], **model["ascl"]},
         "loss": dict(model["loss"]),
         "ema": dict(model["ema"]),
@@ -336,7 +350,13 @@ def check_resume_checkpoint(
 ) -> None:
     """Refuse (one line) the checkpoint ``ckpt`` (:func:`read_checkpoint` of ``path``) to
     resume ``module``'s training from when it was trained on other classes or feature
-    width, or when its weights do not fit this config's model."""
+    width, when its weights do not fit this config's model, or when it holds no optimizer
+    state (``best.ckpt`` and published checkpoints are for evaluation)."""
+    if "optimizer_states" not in ckpt:
+        raise CheckpointMismatchError(
+            f"{path}: an evaluation checkpoint (weights only, no optimizer state) cannot "
+            "resume training; resume from the run's checkpoints/last.ckpt"
+        )
     try:
         hparams = upgrade_hparams(dict(ckpt["hyper_parameters"]))
         check_trained_on(hparams, path, list(datamodule.class_map.names), datamodule.cfg.input_dim)

@@ -198,3 +198,18 @@ def test_sinusoidal_position_encoding_values_and_compression() -> None:
     assert enc[0, 3:].abs().max() == 0
     # video of 8 > max_seq_len 4: positions compressed by 4/8, step 6 reads position 3
     torch.testing.assert_close(enc[1, 6], torch.tensor(pe(3.0), dtype=torch.float64))
+
+
+def test_channel_attention_mean_pool_does_not_depend_on_length() -> None:
+    """A video and the same video played twice: ``mean`` pooling gives every step the same
+    output (kᵀv / T is the same average), ``sum`` pooling does not (its logits double)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 8, dtype=torch.float64)
+    twice = torch.cat([x, x], dim=1)
+    for pool, same in (("mean", True), ("sum", False)):
+        ca = ChannelAttention(8, 2, pool=pool).double()
+        short = ca(x, prefix_mask([6], 6))
+        long = ca(twice, prefix_mask([12], 12))
+        assert torch.allclose(short, long[:, :6]) is same, pool
+    with pytest.raises(ValueError, match="pool must be one of"):
+        ChannelAttention(8, 2, pool="max")

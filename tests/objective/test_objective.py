@@ -249,3 +249,50 @@ def test_point_table_mismatch_is_reported():
     out, points, batch = make_inputs(5)
     with pytest.raises(ValueError, match="point table"):
         make_objective(C, D)(out, points[:-1], batch)
+
+
+@pytest.mark.parametrize("mode", ["batch", "gt"])
+def test_weight_normalisation_keeps_the_positives_total(mode):
+    """``weight_normalize``: weights / their detached mean over the batch's (or each GT's)
+    positives, so each group's weights average exactly 1 and their ratios are unchanged."""
+    torch.manual_seed(0)
+    out, points, batch = make_inputs()
+    settings = {"normalize": "none", "loc_weight_includes_cls": True}
+    plain = make_objective(C, D, sensitivity=settings, ascl={"weight": 0.0}).eval()
+    scaled = make_objective(
+        C, D, sensitivity={**settings, "weight_normalize": mode}, ascl={"weight": 0.0}
+    ).eval()
+    scaled.load_state_dict(plain.state_dict())
+    targets = assign_targets(points, batch.segments, batch.seg_mask, batch.labels, C)
+    pos = targets.pos_mask & out.flat_mask()
+    before = plain.point_sensitivity(out, points, batch, targets, pos)
+    after = scaled.point_sensitivity(out, points, batch, targets, pos)
+    groups = (
+        [pos]
+        if mode == "batch"
+        else [
+            pos & (targets.gt_index == n) & (torch.arange(2)[:, None] == b)
+            for b in range(2)
+            for n in range(batch.seg_mask.shape[1])
+        ]
+    )
+    for group in (g for g in groups if g.any()):
+        for key in ("w_cls", "w_loc"):
+            raw = before[key][group]
+            torch.testing.assert_close(after[key][group], raw / raw.mean())
+    assert torch.all(after["w_cls"][~pos] == 1)
+
+
+def test_center_radius_null_makes_every_point_inside_the_gt_a_positive():
+    points = PointGenerator(2, regression_ranges=[(0, 1000), (1000, 2000)])(16)
+    segments = torch.tensor([[[2.0, 9.0]]])
+    seg_mask = torch.ones(1, 1, dtype=torch.bool)
+    labels = torch.zeros(1, 1, dtype=torch.long)
+    objective = make_objective(C, D, loss={"center_radius": None})
+    assert objective.center_radius == math.inf
+    wide = assign_targets(points, segments, seg_mask, labels, C, objective.center_radius)
+    narrow = assign_targets(points, segments, seg_mask, labels, C, 1.5)
+    # level 0 (stride 1) points sit at t = 0..15: strictly inside (2, 9) are t = 3..8
+    assert wide.pos_mask[0, :16].nonzero().squeeze(1).tolist() == [3, 4, 5, 6, 7, 8]
+    # centre 5.5 +- 1.5: t in (4, 7) -> 5, 6
+    assert narrow.pos_mask[0, :16].nonzero().squeeze(1).tolist() == [5, 6]

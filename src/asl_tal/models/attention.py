@@ -123,6 +123,9 @@ class MaskedSelfAttention(nn.Module):
         return out.squeeze(3)
 
 
+CHANNEL_POOLS = ("sum", "mean")
+
+
 class ChannelAttention(nn.Module):
     """Channel attention ``CA`` of the stride-1 blocks (``docs/method.md`` §1, [official]).
 
@@ -131,16 +134,25 @@ class ChannelAttention(nn.Module):
     normalised over its last axis; each step's output is ``A q_t`` (``out[t, i] =
     Σ_j A[i, j] q[t, j]``). Heads are concatenated and projected by a Linear.
 
+    With ``pool="sum"`` (the released code) the logits ``kᵀv`` grow with the number of real
+    steps ``T``, so ``A`` sharpens with the video's length (a 256-step training crop and a
+    1,024-step test video see different attention). ``pool="mean"`` divides them by ``T``:
+    the same features give the same ``A`` at every length.
+
     Args:
         dim: channels ``d``.
         n_heads: heads.
         dropout: dropout after the output projection.
+        pool: ``"sum"`` or ``"mean"`` of ``kᵀv`` over the real steps.
     """
 
-    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float = 0.0, pool: str = "sum") -> None:
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"embedding width {dim} is not divisible by n_heads={n_heads}")
+        if pool not in CHANNEL_POOLS:
+            raise ValueError(f"channel attention pool must be one of {CHANNEL_POOLS}, got {pool!r}")
+        self.pool = pool
         self.n_heads = n_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
@@ -151,7 +163,9 @@ class ChannelAttention(nn.Module):
         b, t, c = x.shape
         dh = c // self.n_heads
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, dh).unbind(2)  # (B, T, H, dh)
-        m = mask[:, :, None, None].to(x.dtype)
-        attn = torch.einsum("bthi,bthj->bhij", k * (m / math.sqrt(dh)), v).softmax(dim=-1)
+        m = mask[:, :, None, None].to(x.dtype) / math.sqrt(dh)
+        if self.pool == "mean":
+            m = m / mask.sum(1).clamp(min=1)[:, None, None, None].to(x.dtype)
+        attn = torch.einsum("bthi,bthj->bhij", k * m, v).softmax(dim=-1)
         out = torch.einsum("bhij,bthj->bthi", attn, q).reshape(b, t, c)
         return self.drop(self.proj(out)) * mask[..., None].to(x.dtype)

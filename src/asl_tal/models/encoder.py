@@ -134,7 +134,9 @@ class TransformerBlock(nn.Module):
     def _max_pool(x: torch.Tensor, mask: torch.Tensor, out_mask: torch.Tensor) -> torch.Tensor:
         """MaxPool1d k3 s2 p1 over real steps only: ``(B, T, C) -> (B, T / 2, C)``."""
         filled = x.masked_fill(~mask[..., None], torch.finfo(x.dtype).min)
-        pooled = F.max_pool1d(filled.transpose(1, 2), 3, stride=2, padding=1).transpose(1, 2)
+        # max_pool1d as a (3, 1) max_pool2d: the same values, and torch.export keeps T
+        # dynamic through it (its max_pool1d fixes T to the example's length)
+        pooled = F.max_pool2d(filled[:, None], (3, 1), stride=(2, 1), padding=(1, 0))[:, 0]
         return torch.where(out_mask[..., None], pooled, torch.zeros((), dtype=x.dtype))
 
 
@@ -143,8 +145,9 @@ class StemBlock(nn.Module):
 
     The temporal branch is a whole :class:`TransformerBlock`. The channel branch starts from
     ``y = LN1(x)`` (the temporal block's first norm), then ``y = y + CA(y)`` and
-    ``y = y + MLP(LN(y))``; it is zero on padded steps. Without channel attention the block
-    is the temporal branch alone.
+    ``y = y + MLP(LN(y))``; it is zero on padded steps. With ``channel_drop_path`` both
+    residuals pass an :class:`AffineDropPath` as the temporal branch's do (the released
+    code's channel block). Without channel attention the block is the temporal branch alone.
     """
 
     def __init__(
@@ -156,14 +159,21 @@ class StemBlock(nn.Module):
         path_drop: float = 0.0,
         channel_attention: bool = True,
         t_c_alpha: float = 0.8,
+        channel_pool: str = "sum",
+        channel_drop_path: bool = False,
     ) -> None:
         super().__init__()
         self.temporal = TransformerBlock(dim, n_heads, 1, window, dropout, path_drop)
         self.t_c_alpha = t_c_alpha
+        self.channel_drop = None
         if channel_attention:
-            self.channel_attn = ChannelAttention(dim, n_heads, dropout)
+            self.channel_attn = ChannelAttention(dim, n_heads, dropout, channel_pool)
             self.norm_mlp = nn.LayerNorm(dim)
             self.mlp = FeedForward(dim, dropout=dropout)
+            if channel_drop_path:
+                self.channel_drop = nn.ModuleList(
+                    AffineDropPath(dim, path_drop) for _ in ("attention", "mlp")
+                )
         else:
             self.channel_attn = None
 
@@ -174,8 +184,13 @@ class StemBlock(nn.Module):
             return temporal
         m = _as_mask(mask, x)
         y = self.temporal.norm_attn(x) * m
-        y = y + self.channel_attn(y, mask)
-        y = (y + self.mlp(self.norm_mlp(y))) * m
+        attn = self.channel_attn(y, mask)
+        if self.channel_drop is None:
+            y = y + attn
+            y = (y + self.mlp(self.norm_mlp(y))) * m
+        else:
+            y = y + self.channel_drop[0](attn)
+            y = (y + self.channel_drop[1](self.mlp(self.norm_mlp(y)))) * m
         return self.t_c_alpha * temporal + (1.0 - self.t_c_alpha) * y
 
 
@@ -197,6 +212,8 @@ class ASLEncoder(nn.Module):
         l3: down-sampling blocks (``l3 + 1`` levels).
         t_c_alpha: weight of the temporal branch in stride-1 blocks.
         channel_attention: build the channel branch of stride-1 blocks.
+        channel_pool: ``"sum"`` or ``"mean"`` over steps in channel attention.
+        channel_drop_path: drop-path on the channel branch's residuals.
         attn_window: local attention window (odd), None = global.
         attn_window_levels: apply the window on the finest N levels only (None = all).
         abs_pos_enc: add the sinusoidal position encoding after the TCN.
@@ -222,6 +239,8 @@ class ASLEncoder(nn.Module):
         max_seq_len: int = 2304,
         dropout: float = 0.0,
         path_drop: float = 0.1,
+        channel_pool: str = "sum",
+        channel_drop_path: bool = False,
     ) -> None:
         super().__init__()
         self.abs_pos_enc = abs_pos_enc
@@ -234,7 +253,17 @@ class ASLEncoder(nn.Module):
         self.projection = Projection(input_dims, d_emb, stream_dims)
         self.tcn = nn.ModuleList(ConvNormReLU(d_emb, d_emb) for _ in range(l1))
         self.stem = nn.ModuleList(
-            StemBlock(d_emb, n_heads, windows[0], dropout, path_drop, channel_attention, t_c_alpha)
+            StemBlock(
+                d_emb,
+                n_heads,
+                windows[0],
+                dropout,
+                path_drop,
+                channel_attention,
+                t_c_alpha,
+                channel_pool,
+                channel_drop_path,
+            )
             for _ in range(l2)
         )
         self.downsample = nn.ModuleList(

@@ -45,6 +45,9 @@ class ASLNetwork(nn.Module):
         head_layers: convolutions per head, the last one included.
         t_c_alpha: temporal-branch weight ``α`` of the stride-1 blocks.
         channel_attention: build the channel-attention branch.
+        channel_pool: ``"sum"`` (released code) or ``"mean"`` (length-independent) of
+            ``kᵀv`` over the real steps in channel attention.
+        channel_drop_path: drop-path on the channel branch's two residuals.
         attn_window: local attention window (odd), None = global attention.
         attn_window_levels: local window only on the finest N levels (None = all levels).
         abs_pos_enc: sinusoidal absolute position encoding.
@@ -70,6 +73,8 @@ class ASLNetwork(nn.Module):
         head_layers: int,
         t_c_alpha: float,
         channel_attention: bool,
+        channel_pool: str,
+        channel_drop_path: bool,
         attn_window: int | None,
         attn_window_levels: int | None,
         abs_pos_enc: bool,
@@ -94,6 +99,8 @@ class ASLNetwork(nn.Module):
             l3,
             t_c_alpha=t_c_alpha,
             channel_attention=channel_attention,
+            channel_pool=channel_pool,
+            channel_drop_path=channel_drop_path,
             attn_window=attn_window,
             attn_window_levels=attn_window_levels,
             abs_pos_enc=abs_pos_enc,

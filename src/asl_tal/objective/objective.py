@@ -8,6 +8,7 @@ Both are divided by ``N``, an EMA of the positive count kept as a buffer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -24,6 +25,7 @@ from asl_tal.objective.sensitivity import (
     ClassSensitivity,
     InstanceSensitivity,
     combine_sensitivity,
+    mean_per_group,
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 from asl_tal.objective.settings import LossSettings, SensitivitySettings
@@ -51,7 +53,8 @@ class ASLObjective(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.center_radius = loss.center_radius
+        self.center_radius = math.inf if loss.center_radius is None else loss.center_radius
+        self.weight_normalize = sensitivity.weight_normalize
         self.loss_norm_momentum = loss.loss_norm_momentum
         self.loc_weight_includes_cls = sensitivity.loc_weight_includes_cls
         self.detach_instance = sensitivity.detach_instance
@@ -199,7 +202,8 @@ class ASLObjective(nn.Module):
         its gradient, 0 on negatives), ``h_cls``, ``h_loc`` (``q`` detached when
         ``detach_instance``), ``w_cls`` (``h_cls`` on positives ``pos``, 1 elsewhere) and
         ``w_loc`` (``h_loc``, times ``p_cls`` with ``loc_weight_includes_cls``; only its
-        values on positives are used).
+        values on positives are used). With ``weight_normalize`` ``batch`` / ``gt`` both
+        weights are divided by their detached mean over the batch's / each GT's positives.
         """
         num_batch, num_gt = batch.seg_mask.shape
         gt = targets.gt_index.clamp(min=0)
@@ -226,7 +230,16 @@ class ASLObjective(nn.Module):
         like = pos.to(out.cls_logits[0].dtype)
         h_cls = combine_sensitivity(p_cls, q_cls_w, like)
         h_loc = combine_sensitivity(p_loc, q_loc_w, like)
+        w_cls = h_cls
         w_loc = h_loc * p_cls if self.loc_weight_includes_cls and p_cls is not None else h_loc
+        if self.weight_normalize != "none" and (p_cls is not None or q_cls is not None):
+            if self.weight_normalize == "gt":
+                group = torch.arange(num_batch, device=gt.device)[:, None] * num_gt + gt
+            else:
+                group = torch.zeros_like(gt)
+            group = torch.where(pos, group, -1)
+            w_cls = w_cls / mean_per_group(w_cls.detach(), group, num_batch * num_gt)
+            w_loc = w_loc / mean_per_group(w_loc.detach(), group, num_batch * num_gt)
         return {
             "p_cls": p_cls,
             "p_loc": p_loc,
@@ -234,7 +247,7 @@ class ASLObjective(nn.Module):
             "q_loc": q_loc,
             "h_cls": h_cls,
             "h_loc": h_loc,
-            "w_cls": torch.where(pos, h_cls, 1.0),
+            "w_cls": torch.where(pos, w_cls, 1.0),
             "w_loc": w_loc,
         }
 

@@ -161,6 +161,8 @@ class InstanceEvaluator(nn.Module):
         padding, and one long convolution is several times faster than ``K`` short ones.
         """
         num_spans, dim, width = x.shape
+        if num_spans == 0:  # e.g. a batch whose crops dropped every GT
+            return x.new_zeros(0, width, dtype=torch.float32) + 0 * self.out.bias.float().sum()
         m = F.pad(mask, (0, 1)).to(x.dtype).reshape(1, -1)  # (1, K·(W + 1))
         x = F.pad(x, (0, 1)).transpose(0, 1).reshape(1, dim, -1) * m[:, None, :]
         for layer in self.layers:

@@ -32,6 +32,10 @@ class SensitivitySettings:
         evaluator_tile_len: frames per tile of the batched ``Phi`` evaluation.
         divide_by_stride: ``x = (m - t) / (s L)``; off uses ``s = 1``.
         normalize: ``"none"`` or ``"mean"`` (``p`` rescaled to mean 1 per GT).
+        weight_normalize: ``"none"``, ``"batch"`` or ``"gt"``: the loss weights ``h`` of the
+            positives divided by their detached mean over the batch's positives, or over
+            each GT's, so the sensitivity moves weight between frames without changing the
+            positives' total.
         detach_instance: ``q`` enters the weights detached.
         evaluator_mask: ``"inside_gt"`` or ``"positives"``.
         loc_weight_includes_cls: multiply the localisation weight by ``p_cls``.
@@ -43,6 +47,7 @@ class SensitivitySettings:
     evaluator_tile_len: int
     divide_by_stride: bool
     normalize: Literal["none", "mean"]  # sensitivity.SENSITIVITY_MODES
+    weight_normalize: Literal["none", "batch", "gt"]
     detach_instance: bool
     evaluator_mask: Literal["inside_gt", "positives"]  # sensitivity.EVALUATOR_MASKS
     loc_weight_includes_cls: bool
@@ -56,7 +61,8 @@ class LossSettings:
         init_loss_norm: initial ``N`` (the EMA of the positive count).
         loss_norm_momentum: EMA momentum of ``N``.
         label_smoothing: focal-loss label smoothing ``eps``.
-        center_radius: centre-sampling radius in strides.
+        center_radius: centre-sampling radius in strides; None = every point of the
+            assigned level inside the GT is a positive.
         focal_alpha, focal_gamma: focal-loss parameters.
         cls_weight, loc_weight: factors of ``L_cls`` and ``L_loc``.
     """
@@ -64,7 +70,7 @@ class LossSettings:
     init_loss_norm: float
     loss_norm_momentum: float
     label_smoothing: float
-    center_radius: float
+    center_radius: float | None
     focal_alpha: float
     focal_gamma: float
     cls_weight: float

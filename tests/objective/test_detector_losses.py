@@ -1,4 +1,5 @@
-"""Training losses do not depend on how far a batch is padded (``dataset.train_padding``)."""
+"""Training losses of a whole detector: independent of the batch's padding
+(``dataset.train_padding``), and finite on a batch whose crops hold no action."""
 
 from __future__ import annotations
 
@@ -60,3 +61,17 @@ def test_losses_equal_for_longest_and_max_seq_len_padding(sensitivity):
     assert losses[72].keys() == losses[128].keys()
     for key in losses[72]:
         assert torch.allclose(losses[72][key], losses[128][key], rtol=1e-4, atol=1e-5), key
+
+
+def test_batch_without_any_action_trains():
+    """Every crop of the batch dropped its actions: no positive, no GT row for Phi or ASCL."""
+    detector = small_detector()  # full ASL, ASCL in topk mode (Phi on every GT frame)
+    assert detector.objective.ascl is not None and detector.objective.ascl.mode == "topk"
+    generator = torch.Generator().manual_seed(3)
+    feats = [torch.randn(D_IN, 40, generator=generator), torch.randn(D_IN, 56, generator=generator)]
+    no_gt = torch.full((2, 1), -1)
+    losses = detector.losses(batch_padded_to(56, feats, torch.zeros(2, 1, 2), no_gt))
+    assert float(losses["num_pos"]) == 0.0
+    assert float(losses["loc"].detach()) == 0.0 and float(losses["sens"].detach()) == 0.0
+    assert torch.isfinite(losses["loss"]) and float(losses["cls"]) > 0.0  # negatives only
+    losses["loss"].backward()

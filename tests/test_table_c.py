@@ -1,0 +1,101 @@
+"""scripts/table_c.py: the Table c rows compose, a multirun runs them, the table is right."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from asl_tal.conf import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import table_c  # noqa: E402  (scripts/ is not a package)
+
+SWITCHES = {  # row -> (class_level, instance_level, ASCL on)
+    "baseline": (False, False, False),
+    "inst": (False, True, False),
+    "class": (True, False, False),
+    "asl": (True, True, False),
+    "asl_ascl": (True, True, True),
+}
+
+
+@pytest.mark.parametrize("row", sorted(SWITCHES))
+def test_each_row_sets_its_switches_on_any_dataset(row):
+    cfg = compose("train", [f"ablation={row}", "dataset=epic_verb"])
+    class_level, instance_level, ascl_on = SWITCHES[row]
+    assert cfg.ablation_row == row
+    assert cfg.model.sensitivity.class_level is class_level
+    assert cfg.model.sensitivity.instance_level is instance_level
+    assert (cfg.model.ascl.weight > 0) is ascl_on
+    assert cfg.dataset.name == "epic_verb"  # the row changes the model switches only
+
+
+def write_job(sweep: Path, num: int, row: str, seed: int, average_map: float | None) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- ablation={row}\n- seed={seed}\n")
+    if average_map is not None:
+        (job / "results").mkdir()
+        (job / "results" / "test_metrics.json").write_text(json.dumps({"average_mAP": average_map}))
+
+
+def test_collect_means_sample_sd_and_failed_jobs(tmp_path):
+    write_job(tmp_path, 0, "asl", 1, 0.50)
+    write_job(tmp_path, 1, "asl", 0, 0.40)
+    write_job(tmp_path, 2, "asl", 2, 0.60)
+    write_job(tmp_path, 3, "baseline", 0, 0.30)
+    write_job(tmp_path, 4, "baseline", 1, None)  # failed: no metrics
+    table = table_c.collect(tmp_path)
+    assert list(table["rows"]) == ["baseline", "asl"]  # Table c order
+    asl = table["rows"]["asl"]
+    assert asl["seeds"] == [0, 1, 2] and asl["values"] == [0.40, 0.50, 0.60]
+    assert asl["mean"] == pytest.approx(0.50)
+    assert asl["sd"] == pytest.approx(0.10)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    baseline = table["rows"]["baseline"]
+    assert baseline["mean"] == pytest.approx(0.30) and baseline["sd"] is None
+    assert baseline["failed_seeds"] == [1]
+    text = table_c.markdown(table)
+    assert "| +ASL | 50.00 ± 10.00 | 0: 40.00, 1: 50.00, 2: 60.00 | — |" in text
+    assert "| baseline | 30.00 | 0: 30.00 | 1 |" in text
+
+
+def test_two_rows_run_as_one_multirun(tmp_path):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_API_KEY", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "table_c.py"),
+            "--out",
+            str(out),
+            "--seeds",
+            "0",
+            "--rows",
+            "baseline",
+            "asl",
+            "--",
+            "debug=tiny",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "logger=none",
+            "trainer.accelerator=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((out / "table_c.json").read_text())
+    assert list(table["rows"]) == ["baseline", "asl"]
+    for entry in table["rows"].values():
+        assert entry["seeds"] == [0] and entry["failed_seeds"] == []
+        assert 0.0 <= entry["mean"] <= 1.0 and not math.isnan(entry["mean"])
+    assert (out / "table_c.md").read_text().startswith("| row | mean ± sd")
