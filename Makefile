@@ -5,10 +5,10 @@ PY ?= .venv/bin/python
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install:  ## create .venv and install the package with its dev tools (CPU torch)
+install:  ## create .venv; install the package, dev tools and sweep plugins at CI's versions (CPU torch)
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -e ".[dev]"
+	.venv/bin/pip install --quiet -c constraints/ci.txt -e ".[dev,sweep]"
 
 test:  ## run the default (fast) test suite
 	$(PY) -m pytest -q
@@ -32,12 +32,14 @@ wheel-check:  ## build the wheel, install it into a fresh venv, train debug=fast
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
 	python3 -m venv .venv-wheel
 	.venv-wheel/bin/pip install --quiet --upgrade pip
-	.venv-wheel/bin/pip install --quiet dist/asl_tal-*.whl
+	.venv-wheel/bin/pip install --quiet -c constraints/ci.txt dist/asl_tal-*.whl
 	cd "$$(mktemp -d)" && ASL_TAL_DATA_DIR="$$PWD/data" "$(CURDIR)/.venv-wheel/bin/asl-train" debug=fast_dev_run \
 		&& "$(CURDIR)/.venv-wheel/bin/asl-convert" --help > /dev/null \
 		&& "$(CURDIR)/.venv-wheel/bin/asl-evaluate" --help > /dev/null \
 		&& "$(CURDIR)/.venv-wheel/bin/asl-eval" --help > /dev/null \
-		&& "$(CURDIR)/.venv-wheel/bin/asl-predict" --help > /dev/null
+		&& "$(CURDIR)/.venv-wheel/bin/asl-predict" --help > /dev/null \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-export" --help > /dev/null \
+		&& "$(CURDIR)/.venv-wheel/bin/asl-publish" --help > /dev/null
 	@echo "wheel-check: the installed wheel trains from an unrelated folder"
 
 clean:  ## remove caches, run outputs and build folders

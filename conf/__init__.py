@@ -18,9 +18,10 @@ CONFIG_PATH = "pkg://asl_tal.conf"
 # `${sum:a,b}`: the trainer runs warm-up + training epochs
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
 # `${run_suffix:}`: a short random part of the run directory's name, fixed for the process, so
-# two runs started in the same microsecond still get two directories
+# two runs started in the same microsecond still get two directories; cached in the config,
+# so the jobs of a sweep that a launcher starts in other processes resolve the same sweep dir
 _RUN_SUFFIX = secrets.token_hex(2)
-OmegaConf.register_new_resolver("run_suffix", lambda: _RUN_SUFFIX, replace=True)
+OmegaConf.register_new_resolver("run_suffix", lambda: _RUN_SUFFIX, replace=True, use_cache=True)
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:

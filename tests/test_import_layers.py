@@ -35,6 +35,8 @@ LAYERS = {
     "errors": -1,
     "checkpoints": 5,
     "callbacks": 5,
+    "sweeps": 5,
+    "tracking": 5,
     "app": 6,
     "viz": 4,
     "conf": -1,
@@ -43,6 +45,8 @@ LAYERS = {
     "train": 7,
     "eval": 7,
     "predict": 7,
+    "export": 7,
+    "publish": 7,
 }
 
 

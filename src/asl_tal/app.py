@@ -10,8 +10,6 @@ import contextlib
 import json
 import logging
 import math
-import netrc
-import os
 import sys
 import tempfile
 import warnings
@@ -22,6 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +34,8 @@ from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
 from asl_tal.models.network import required_multiple
 from asl_tal.settings import ConfigValueError
 from asl_tal.submission import write_activitynet_results
+from asl_tal.sweeps import SweepJobError
+from asl_tal.tracking import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("asl_tal")
 
@@ -60,7 +61,12 @@ USER_ERRORS = (
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Report a user-facing error as one message and exit with status 2 (no traceback)."""
+    """Report a user-facing error as one message and exit with status 2 (no traceback).
+
+    In a job of a multirun the message is logged as one line and raised as a
+    :class:`~asl_tal.sweeps.SweepJobError` instead: ``SystemExit`` would pass Hydra's job
+    error handling and end the whole sweep, where this records the job as failed.
+    """
     try:
         yield
     except (*USER_ERRORS, InstantiationException) as err:
@@ -68,8 +74,17 @@ def user_errors() -> Iterator[None]:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, USER_ERRORS):
             raise
-        print(f"error: {one_line_message(cause)}", file=sys.stderr)
+        message = one_line_message(cause)
+        if in_multirun():
+            log.error("job failed: %s", message)
+            raise SweepJobError(message) from None
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (``-m``, a sweeper or a parallel launcher)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def one_line_message(err: BaseException) -> str:
@@ -162,25 +177,14 @@ def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
     )
 
 
-def wandb_api_key_available() -> bool:
-    """True when W&B can log online: an API key in the environment or in ~/.netrc."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False
-
-
 def build_loggers(cfg: DictConfig) -> list:
-    """Instantiate ``cfg.logger``; W&B's ``offline: auto`` becomes offline without an API key."""
+    """Instantiate ``cfg.logger``; a W&B logger's offline mode, name, group and checkpoint
+    upload are settled first (:func:`asl_tal.tracking.wandb_logger_config`)."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
-        if logger_cfg.get("offline") == "auto":
-            logger_cfg["offline"] = not wandb_api_key_available()
-            if logger_cfg["offline"]:
-                log.info("W&B: no API key, logging offline (upload later with `wandb sync`)")
+        if is_wandb_logger(logger_cfg):
+            logger_cfg = wandb_logger_config(logger_cfg, cfg)
         save_dir = Path(logger_cfg.get("save_dir", "."))
         with writing(save_dir):
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -189,18 +193,58 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def choose_precision(precision: str, accelerator: str) -> tuple[str, str]:
+    """``trainer.precision``, with ``auto`` settled for this machine, and why.
+
+    ``auto`` is ``bf16-mixed`` where bf16 runs natively (a CUDA GPU with bf16, or a CPU
+    with AVX512-BF16 / AMX-BF16) and ``32-true`` elsewhere: emulated bf16 on other CPUs is
+    many times slower than float32. Any other value is returned as it is.
+    """
+    if precision != "auto":
+        return precision, "as configured"
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_gpu:
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16-mixed", "the GPU runs bf16 natively"
+        return "32-true", "the GPU has no native bf16"
+    native = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    if native:
+        return "bf16-mixed", f"the CPU runs bf16 natively ({', '.join(native)})"
+    return "32-true", "the CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag)"
+
+
 def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers.
 
-    Without a logger there is no learning rate to monitor: that callback is left out.
+    Without a logger there is no learning rate to monitor: that callback is left out. A
+    callback set to null (``callbacks.last_checkpoint=null``) is left out too.
+    ``trainer.precision: auto`` is settled by :func:`choose_precision` and logged.
     """
     loggers = build_loggers(cfg)
-    callback_list = (
-        [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] if callbacks else []
-    )
+    configured = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callback_list = [instantiate(c) for c in configured] if callbacks else []
     if not loggers:
         callback_list = [c for c in callback_list if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callback_list, logger=loggers or False)
+    precision, reason = choose_precision(
+        str(cfg.trainer.get("precision", "32-true")), str(cfg.trainer.get("accelerator", "auto"))
+    )
+    if cfg.trainer.get("precision") == "auto":
+        log.info("precision auto: %s (%s)", precision, reason)
+    return instantiate(
+        cfg.trainer, callbacks=callback_list, logger=loggers or False, precision=precision
+    )
 
 
 def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str]) -> dict:
@@ -226,12 +270,13 @@ def write_test_results(
     datamodule: TALDataModule,
     directory: Path,
     subset: str,
-) -> None:
+) -> dict | None:
     """Write ``results/<subset>_metrics.json`` (offline-scorer keys) and
     ``results/<subset>_detections.json`` (ActivityNet results format) on rank 0.
 
     Each rank holds the detections of its share of the videos; they are gathered first. A
-    video that a distributed sampler repeated keeps one copy.
+    video that a distributed sampler repeated keeps one copy. Returns the gathered
+    detections (``{video_id: Detections}``) on rank 0, None on the other ranks.
     """
     detections = module.detections
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -239,7 +284,7 @@ def write_test_results(
         torch.distributed.all_gather_object(gathered, detections)
         detections = [item for part in gathered for item in part]
     if not trainer.is_global_zero:
-        return
+        return None
     out = directory / "results"
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
@@ -253,3 +298,4 @@ def write_test_results(
     with writing(metrics_file):
         metrics_file.write_text(json.dumps(metrics, indent=2))
     log.info("test average mAP %.4f; results written to %s", metrics["average_mAP"], out)
+    return dict(detections)

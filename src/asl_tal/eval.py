@@ -2,7 +2,10 @@
 
 The architecture comes from the checkpoint; post-processing and the evaluation protocol from
 the current config, so NMS settings can be tuned without retraining. Writes
-``results/test_metrics.json`` and ``results/test_detections.json`` into the run directory.
+``results/test_metrics.json`` and ``results/test_detections.json`` into the run directory;
+``output_format=ego4d`` also an Ego4D Moment Queries submission
+(``results/test_ego4d_submission.json``), ``output_format=actionformer`` ActionFormer's
+pickle (``results/test_eval_results.pkl``); see :mod:`asl_tal.submission`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,17 @@ from asl_tal.app import (
     run_dir,
     user_errors,
     write_test_results,
+    writing,
 )
 from asl_tal.checkpoints import check_trained_on, load_checkpoint, local_checkpoint_path
 from asl_tal.conf import CONFIG_PATH
+from asl_tal.submission import DEFAULT_RETRIEVAL_TOP_K, check_output_format, write_results
+
+# the file output_format adds to results/ (activitynet: test_detections.json only)
+EXTRA_OUTPUT_NAMES = {
+    "ego4d": "test_ego4d_submission.json",
+    "actionformer": "test_eval_results.pkl",
+}
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -29,6 +40,9 @@ def evaluate(cfg: DictConfig) -> dict:
     are checked before any work."""
     # `ckpt_path: ???` of eval.yaml does not survive the merge onto train.yaml's null
     local_checkpoint_path(cfg.get("ckpt_path"))
+    output_format = cfg.get("output_format", "activitynet")
+    retrieval_top_k = cfg.get("retrieval_top_k", DEFAULT_RETRIEVAL_TOP_K)
+    check_output_format(output_format, retrieval_top_k)
     directory = run_dir()
     prepare_results_dir(directory)
     module = load_checkpoint(
@@ -44,7 +58,11 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     trainer = build_trainer(cfg, callbacks=False)
     trainer.test(module, datamodule=datamodule, weights_only=True)
-    write_test_results(trainer, module, datamodule, directory, "test")
+    detections = write_test_results(trainer, module, datamodule, directory, "test")
+    if detections is not None and output_format in EXTRA_OUTPUT_NAMES:
+        path = directory / "results" / EXTRA_OUTPUT_NAMES[output_format]
+        with writing(path):
+            write_results(path, detections, datamodule.class_map, output_format, retrieval_top_k)
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 

@@ -28,6 +28,24 @@ class NonFiniteLossError(FloatingPointError):
     """A training loss became NaN/Inf; the message names the batch's videos."""
 
 
+def share_evaluation_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (an :class:`ASLLitModule` state dict) with every ``detector.*`` tensor
+    replaced by its ``ema.module.*`` twin, when the module has an EMA copy.
+
+    ``torch.save`` writes a storage shared by two names once, so the file holds one set of
+    weights (the EMA's, the ones evaluation uses) and still loads into a complete module:
+    its training weights then start as the EMA's.
+    """
+    prefix, ema_prefix = "detector.", "ema.module."
+    out = dict(state)
+    if not any(name.startswith(ema_prefix) for name in state):
+        return out
+    for name in state:
+        if name.startswith(prefix):
+            out[name] = state[ema_prefix + name[len(prefix) :]]
+    return out
+
+
 class ASLLitModule(L.LightningModule):
     """Train / evaluate / predict an ASL detector.
 
@@ -158,6 +176,13 @@ class ASLLitModule(L.LightningModule):
             self.log(f"sensitivity/{name}_mean", values.mean())
             if name.startswith("sigma"):
                 self.log(f"sensitivity/{name}_min", values.abs().min())
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A weights-only checkpoint (Lightning leaves out ``optimizer_states``: ``best.ckpt``,
+        ``save_weights_only: true``) keeps the EMA weights only
+        (:func:`share_evaluation_weights`); a full one (``last.ckpt``) keeps both sets."""
+        if "optimizer_states" not in checkpoint:
+            checkpoint["state_dict"] = share_evaluation_weights(checkpoint["state_dict"])
 
     # ----------------------------------------------------------------------------------
     # evaluation

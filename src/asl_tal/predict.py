@@ -4,14 +4,18 @@
 (key ``feats``) or ``.pt`` named ``<video_id><ext>``, one per video, or ``.h5`` / ``.hdf5``
 holding one dataset per video id (suffixes in any case). No annotation is needed: each
 video's duration is ``((T − 1)·stride + window) / fps`` from the dataset config
-(docs/data.md §3) unless ``duration`` is given. Writes an ActivityNet results JSON with class
-names as labels.
+(docs/data.md §3) unless ``duration`` is given. Writes the detections with class names as
+labels in ``output_format`` (:mod:`asl_tal.submission`): an ActivityNet results JSON
+(default), an Ego4D Moment Queries submission (``ego4d``) or ActionFormer's
+``eval_results.pkl`` (``actionformer``). ``plot=true`` also draws each video's top
+detections as ``<plot_dir>/<video_id>.png``; a plot that cannot be written is a warning,
+counted in the summary, and changes neither the results nor the exit status.
 
 A file that cannot be read (or two files giving the same video id) does not stop the others:
 every readable video gets its detections written, then a summary on stderr (and in the log)
 names each skipped file and why, and the exit status is 2. Entries of the folder that are
 not feature files are listed as ignored (exit status unchanged). ``output`` overwrites only
-an earlier results file of this layout, never an input.
+an earlier results file of one of these layouts, never an input.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickletools
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +52,14 @@ from asl_tal.data.features import (
     load_array,
 )
 from asl_tal.data.transforms import resample_features, resample_meta
-from asl_tal.submission import write_activitynet_results
+from asl_tal.submission import (
+    ACTIONFORMER_KEYS,
+    DEFAULT_RETRIEVAL_TOP_K,
+    EGO4D_CHALLENGE,
+    check_output_format,
+    write_results,
+)
+from asl_tal.viz import figure_to_png, plot_detections
 
 log = logging.getLogger("asl_tal.predict")
 
@@ -55,7 +68,16 @@ FEATURE_EXTS = (".npy", ".npz", ".pt", *HDF5_EXTS)
 SKIPPED_EXIT = 2
 # the top-level fields and the entry fields of the results file predict writes
 RESULTS_KEYS = {"version", "results", "external_data"}
+EGO4D_KEYS = {"version", "challenge", "detect_results", "retrieve_results"}
 ENTRY_KEYS = {"label", "score", "segment"}
+# the first byte of every pickle of protocol 2 or later (the PROTO opcode)
+PICKLE_PROTO = b"\x80"
+# the file predict writes under <run dir>/results/ when `output` is not given
+DEFAULT_OUTPUT_NAMES = {
+    "activitynet": "predictions.json",
+    "ego4d": "ego4d_submission.json",
+    "actionformer": "eval_results.pkl",
+}
 
 
 class OutputError(UserInputError):
@@ -178,33 +200,72 @@ def find_videos(path: str | Path) -> Inventory:
     return inv
 
 
-def is_predict_results(path: Path) -> bool:
-    """True when ``path`` holds a results file in the layout predict writes
-    (``{"version", "results": {video: [{"label", "score", "segment"}]}, "external_data"}``)."""
+def _read_json_object(path: Path) -> object:
+    """The JSON value of ``path`` if it is a JSON object file, else None (never raises)."""
     try:
         with path.open("rb") as f:
             if not f.read(4096).lstrip().startswith(b"{"):
-                return False
-        data = json.loads(path.read_text(encoding="utf-8"))
+                return None
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    if not isinstance(data, dict) or set(data) != RESULTS_KEYS:
-        return False
-    results = data["results"]
-    if not (isinstance(data["version"], str) and data["external_data"] == {}):
-        return False
-    if not isinstance(results, dict):
-        return False
-    return all(
+        return None
+
+
+def _all_entry_lists(results: object) -> bool:
+    """``results`` maps videos to lists of ``{"label", "score", "segment"}`` objects."""
+    return isinstance(results, dict) and all(
         isinstance(entries, list)
         and all(isinstance(e, dict) and set(e) == ENTRY_KEYS for e in entries)
         for entries in results.values()
     )
 
 
+def is_predict_results(path: Path) -> bool:
+    """True when ``path`` holds a results file in the layout predict writes
+    (``{"version", "results": {video: [{"label", "score", "segment"}]}, "external_data"}``)."""
+    data = _read_json_object(path)
+    if not isinstance(data, dict) or set(data) != RESULTS_KEYS:
+        return False
+    if not (isinstance(data["version"], str) and data["external_data"] == {}):
+        return False
+    return _all_entry_lists(data["results"])
+
+
+def is_ego4d_submission(path: Path) -> bool:
+    """True when ``path`` holds an Ego4D Moment Queries submission in the layout predict
+    writes (``version``, ``challenge``, ``detect_results``, ``retrieve_results``)."""
+    data = _read_json_object(path)
+    if not isinstance(data, dict) or set(data) != EGO4D_KEYS:
+        return False
+    if data["challenge"] != EGO4D_CHALLENGE:
+        return False
+    return _all_entry_lists(data["detect_results"]) and _all_entry_lists(data["retrieve_results"])
+
+
+def is_actionformer_results(path: Path) -> bool:
+    """True when ``path`` is a pickle naming ActionFormer's five result keys.
+
+    The pickle is parsed (``pickletools.genops``), never loaded: nothing in it runs.
+    """
+    try:
+        with path.open("rb") as f:
+            if f.read(1) != PICKLE_PROTO:
+                return False
+            f.seek(0)
+            strings = {arg for op, arg, _ in pickletools.genops(f) if isinstance(arg, str)}
+    except (OSError, ValueError):
+        return False
+    return set(ACTIONFORMER_KEYS) <= strings
+
+
+def is_predict_output(path: Path) -> bool:
+    """True when ``path`` holds a file in one of the layouts predict writes."""
+    return is_predict_results(path) or is_ego4d_submission(path) or is_actionformer_results(path)
+
+
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
-    write (:func:`is_predict_results`)."""
+    write (:func:`is_predict_output`)."""
     if not output.exists():
         return
     if output.is_dir():
@@ -214,7 +275,7 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
             raise OutputError(
                 f"output {output} is one of the input feature files; choose another path"
             )
-    if not is_predict_results(output):
+    if not is_predict_output(output):
         raise OutputError(
             f"output {output} exists and is not a predict results file; refusing to "
             "overwrite it (choose another path or remove it)"
@@ -309,11 +370,13 @@ def collate_readable(
 
 class ReadableBatches:
     """The batches of ``loader`` (of :func:`collate_readable`) with a sample left, recording
-    the skipped samples in ``skipped``."""
+    the skipped samples in ``skipped`` and each yielded video's duration (seconds) in
+    ``durations``."""
 
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
         self.skipped: list[Skipped] = []
+        self.durations: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -322,6 +385,7 @@ class ReadableBatches:
         for batch, skipped in self.loader:
             self.skipped.extend(skipped)
             if batch is not None:
+                self.durations.update((m.video_id, m.duration) for m in batch.meta)
                 yield batch
 
 
@@ -343,15 +407,18 @@ def guard_predict_step(module, names: dict[str, str]) -> list[Skipped]:
     return failed
 
 
-@dataclass(frozen=True)
+@dataclass
 class PredictReport:
     """What a predict run did: ``output`` (None when nothing was written), the number of
-    videos in it, and the inputs skipped (errors) or ignored (not feature files)."""
+    videos in it, the inputs skipped (errors) or ignored (not feature files), and the plots
+    written and those that could not be (``plot=true``)."""
 
     output: Path | None
     num_videos: int
     skipped: list[Skipped]
     ignored: list[Skipped]
+    plots: list[Path] = field(default_factory=list)
+    plot_failures: list[Skipped] = field(default_factory=list)
 
 
 def _write_atomically(output: Path, write) -> None:
@@ -375,9 +442,47 @@ def report_summary(report: PredictReport) -> None:
     if report.skipped:
         lines.append(f"skipped {len(report.skipped)} inputs (no detections for them):")
         lines.extend(f"  skipped {s.line()}" for s in report.skipped)
+    if report.plot_failures:
+        lines.append(
+            f"{len(report.plot_failures)} plots could not be written (the detections are):"
+        )
+        lines.extend(f"  no plot {s.line()}" for s in report.plot_failures)
     for line in lines:
         log.warning("%s", line)
         print(line, file=sys.stderr)
+
+
+def plot_file_name(video_id: str) -> str:
+    """``<video_id>.png`` with every character but letters, digits, ``-``, ``_`` and ``.``
+    replaced by ``_`` (an HDF5 dataset name may hold ``/``)."""
+    return re.sub(r"[^\w.-]", "_", video_id) + ".png"
+
+
+def write_plots(
+    directory: Path,
+    detections: dict,
+    durations: dict[str, float],
+    class_names: Sequence[str],
+    top_k: int,
+) -> tuple[list[Path], list[Skipped]]:
+    """One :func:`~asl_tal.viz.plot_detections` PNG per video under ``directory``.
+
+    A plot that cannot be written (``OSError``: read-only folder, disk full, a file where
+    the folder belongs) is logged as a warning and returned among the failures; the others
+    are still drawn. Returns the files written and the failures.
+    """
+    written: list[Path] = []
+    failures: list[Skipped] = []
+    for video_id, dets in detections.items():
+        path = directory / plot_file_name(video_id)
+        fig = plot_detections(video_id, durations[video_id], dets, class_names, top_k)
+        try:
+            written.append(figure_to_png(fig, path))
+        except OSError as err:
+            reason = f"{type(err).__name__}: {err.strerror or err}"
+            failures.append(Skipped(str(path), reason))
+            log.warning("could not write plot %s (%s); predictions go on", path, reason)
+    return written, failures
 
 
 def predict(cfg: DictConfig) -> PredictReport:
@@ -391,8 +496,15 @@ def predict(cfg: DictConfig) -> PredictReport:
         raise UserInputError(
             "predict reads single-stream features; this dataset has several streams"
         )
+    output_format = cfg.get("output_format", "activitynet")
+    retrieval_top_k = cfg.get("retrieval_top_k", DEFAULT_RETRIEVAL_TOP_K)
+    check_output_format(output_format, retrieval_top_k)
+    plot_top_k = cfg.get("plot_top_k", 20)
+    if cfg.get("plot") and (type(plot_top_k) is not int or plot_top_k < 1):
+        raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
     inventory = find_videos(cfg.input)
-    output = Path(cfg.output) if cfg.get("output") else run_dir() / "results" / "predictions.json"
+    default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
+    output = Path(cfg.output) if cfg.get("output") else default_output
     check_output(output, inventory.files)
     module = load_checkpoint(
         cfg.ckpt_path,
@@ -437,8 +549,17 @@ def predict(cfg: DictConfig) -> PredictReport:
         )
     class_map = ClassMap(tuple(module.class_names))
     with writing(output):
-        _write_atomically(output, lambda p: write_activitynet_results(p, detections, class_map))
-    log.info("%d videos, detections written to %s", len(detections), output)
+        _write_atomically(
+            output,
+            lambda p: write_results(p, detections, class_map, output_format, retrieval_top_k),
+        )
+    log.info("%d videos, detections written to %s (%s)", len(detections), output, output_format)
+    if cfg.get("plot"):
+        plot_dir = Path(cfg.plot_dir) if cfg.get("plot_dir") else run_dir() / "plots"
+        report.plots, report.plot_failures = write_plots(
+            plot_dir, detections, batches.durations, class_map.names, plot_top_k
+        )
+        log.info("%d timeline plots written to %s", len(report.plots), plot_dir)
     report_summary(report)
     return report
 

@@ -1,32 +1,55 @@
-"""Results files: writing ActivityNet-style detections, reading them back checked.
+"""Results files: writing detections in the layouts other tools read, reading them back checked.
 
-ActivityNet results::
+``output_format`` picks the layout (:data:`OUTPUT_FORMATS`, :func:`write_results`):
+
+* ``activitynet`` — ActivityNet results JSON::
 
     {"version": "...", "results": {video_id: [{"label": name, "score": s, "segment": [a, b]}]},
      "external_data": {}}
 
-:func:`read_results` reads it (or an Ego4D Moment Queries submission, whose detections
-stand under ``detect_results``) back into flat arrays, refusing any malformed entry.
+* ``ego4d`` — Ego4D Moment Queries challenge submission JSON::
+
+    {"version": "1.0", "challenge": "ego4d_moment_queries",
+     "detect_results": {clip_uid: [entry, ...]}, "retrieve_results": {clip_uid: [entry, ...]}}
+
+  with entries as above. ``detect_results`` holds every detection of a clip by descending
+  score; ``retrieve_results`` the ``retrieval_top_k`` best moments of each class detected in
+  the clip, all in one list by descending score (the challenge's retrieval scorer groups a
+  clip's moments by label and reads each class's list in file order).
+
+* ``actionformer`` — ActionFormer's ``eval_results.pkl``: a pickled dict of parallel arrays,
+  one row per detection (videos in order, each by descending score): ``video-id`` (list of
+  str), ``t-start`` / ``t-end`` (float64 seconds), ``label`` (int64 class ids, the
+  annotation file's ``label_id``), ``score`` (float64).
+
+:func:`read_results` reads an ActivityNet results file (or an Ego4D submission, whose
+detections stand under ``detect_results``) back into flat arrays, refusing any malformed entry.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from asl_tal.data.annotations import ClassMap, read_json
-
-if TYPE_CHECKING:
-    from asl_tal.postprocess.decode import Detections
+from asl_tal.postprocess.decode import Detections
+from asl_tal.settings import ConfigValueError
 
 _REAL_TYPES = frozenset((int, float))  # what JSON numbers parse to (bool is its own type)
 _FIELD_NAMES = ("label", "score", "segment")
+OUTPUT_FORMATS = ("activitynet", "ego4d", "actionformer")
+EGO4D_VERSION = "1.0"
+EGO4D_CHALLENGE = "ego4d_moment_queries"
+ACTIONFORMER_KEYS = ("video-id", "t-start", "t-end", "label", "score")
+# moments per (clip, class) in an Ego4D submission's retrieve_results unless told otherwise
+DEFAULT_RETRIEVAL_TOP_K = 50
 
 
 class SubmissionError(ValueError):
@@ -70,6 +93,100 @@ def write_activitynet_results(
 ) -> Path:
     """Write :func:`activitynet_results` to ``path``."""
     return write_json(path, activitynet_results(detections, class_map, version))
+
+
+def check_output_format(output_format: str, retrieval_top_k: int = DEFAULT_RETRIEVAL_TOP_K) -> None:
+    """Refuse an unknown ``output_format`` or a ``retrieval_top_k`` below 1 (one line)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigValueError(
+            f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}"
+        )
+    if type(retrieval_top_k) is not int or retrieval_top_k < 1:
+        raise ConfigValueError(
+            f"retrieval_top_k must be a positive integer, got {show_value(retrieval_top_k)}"
+        )
+
+
+def _by_score(det: Detections) -> Detections:
+    """``det`` on the CPU, sorted by descending score (ties keep their order)."""
+    order = torch.argsort(det.scores.detach().cpu(), descending=True, stable=True)
+    return Detections(*(x.detach().cpu()[order] for x in (det.segments, det.scores, det.labels)))
+
+
+def top_k_per_class(det: Detections, k: int) -> Detections:
+    """The ``k`` highest-scoring detections of each class of ``det``, by descending score."""
+    ranked = _by_score(det)
+    labels = ranked.labels.numpy()
+    by_class = np.argsort(labels, kind="stable")  # score order kept within each class
+    _, first, counts = np.unique(labels[by_class], return_index=True, return_counts=True)
+    rank_in_class = np.empty(len(labels), dtype=np.int64)
+    rank_in_class[by_class] = np.arange(len(labels)) - np.repeat(first, counts)
+    keep = torch.from_numpy(np.flatnonzero(rank_in_class < k))
+    return Detections(ranked.segments[keep], ranked.scores[keep], ranked.labels[keep])
+
+
+def ego4d_mq_submission(
+    detections: dict[str, Detections], class_map: ClassMap, retrieval_top_k: int
+) -> dict:
+    """Ego4D Moment Queries submission dict from per-clip detections (seconds, clip-relative).
+
+    ``detect_results``: every detection of each clip by descending score.
+    ``retrieve_results``: per clip, the ``retrieval_top_k`` best moments of each class
+    (:func:`top_k_per_class`), one list by descending score. Every clip gets both keys,
+    with an empty list when it has no detection.
+    """
+    check_output_format("ego4d", retrieval_top_k)
+    return {
+        "version": EGO4D_VERSION,
+        "challenge": EGO4D_CHALLENGE,
+        "detect_results": {
+            clip: _entries(_by_score(det), class_map) for clip, det in detections.items()
+        },
+        "retrieve_results": {
+            clip: _entries(top_k_per_class(det, retrieval_top_k), class_map)
+            for clip, det in detections.items()
+        },
+    }
+
+
+def actionformer_results(detections: dict[str, Detections]) -> dict:
+    """ActionFormer's evaluation-results dict: parallel per-detection arrays (module doc)."""
+    ranked = [(video, _by_score(det)) for video, det in detections.items()]
+    segments = np.concatenate(
+        [np.zeros((0, 2))] + [d.segments.double().numpy().reshape(-1, 2) for _, d in ranked]
+    )
+    return {
+        "video-id": [video for video, det in ranked for _ in range(len(det))],
+        "t-start": segments[:, 0].copy(),
+        "t-end": segments[:, 1].copy(),
+        "label": np.concatenate(
+            [np.zeros(0, dtype=np.int64)] + [d.labels.numpy().astype(np.int64) for _, d in ranked]
+        ),
+        "score": np.concatenate([np.zeros(0)] + [d.scores.double().numpy() for _, d in ranked]),
+    }
+
+
+def write_results(
+    path: str | Path,
+    detections: dict[str, Detections],
+    class_map: ClassMap,
+    output_format: str = "activitynet",
+    retrieval_top_k: int = DEFAULT_RETRIEVAL_TOP_K,
+) -> Path:
+    """Write ``detections`` to ``path`` in ``output_format`` (:data:`OUTPUT_FORMATS`).
+
+    ``retrieval_top_k`` is read by the ``ego4d`` layout only (moments per clip and class).
+    """
+    check_output_format(output_format, retrieval_top_k)
+    if output_format == "activitynet":
+        return write_activitynet_results(path, detections, class_map)
+    if output_format == "ego4d":
+        return write_json(path, ego4d_mq_submission(detections, class_map, retrieval_top_k))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        pickle.dump(actionformer_results(detections), f)
+    return path
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from asl_tal.app import (
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.objective.settings import check_model_config
+from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
+from asl_tal.tracking import wandb_run
 
 log = logging.getLogger("asl_tal.train")
 
@@ -42,7 +44,9 @@ def train(cfg: DictConfig) -> float | None:
     (never a URL), and the run directory must not hold checkpoints of another run. Every
     checkpoint is loaded with ``weights_only=True``.
 
-    Returns the value of ``cfg.optimized_metric`` (for hyper-parameter sweeps), if set.
+    Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
+    value of it: the score of the best checkpoint when a checkpoint callback monitors it,
+    else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
     """
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
     resume = cfg.get("ckpt_path") or None
@@ -66,31 +70,50 @@ def train(cfg: DictConfig) -> float | None:
         datamodule.class_map.save(class_map_file)
 
     trainer = build_trainer(cfg)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(
-        module,
-        datamodule=datamodule,
-        ckpt_path=None if resume is None else str(resume),
-        weights_only=True,
-    )
-    value = None
-    if cfg.get("optimized_metric"):
-        value = float(trainer.callback_metrics[cfg.optimized_metric])
+    metric = cfg.get("optimized_metric")
+    history = ValidationHistory(metric) if metric else None
+    if history is not None:
+        trainer.callbacks.append(history)
+    # one W&B run per job, finished even when the job fails (a multirun's next job starts its own)
+    with wandb_run(trainer, directory):
+        for logger in trainer.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=None if resume is None else str(resume),
+            weights_only=True,
+        )
+        value = None
+        if history is not None:
+            value = optimized_value(
+                metric,
+                cfg.get("optimized_mode", "max"),
+                trainer.checkpoint_callbacks,
+                history.values,
+                logged=trainer.callback_metrics,
+            )
 
-    if cfg.get("test_after_fit", True) and not trainer.fast_dev_run:
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        log.info("testing %s", best or "the final weights")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        write_test_results(trainer, module, datamodule, directory, "test")
+        if cfg.get("test_after_fit", True) and not trainer.fast_dev_run:
+            checkpoint = trainer.checkpoint_callback
+            best = checkpoint.best_model_path if checkpoint is not None else ""
+            log.info("testing %s", best or "the final weights")
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            write_test_results(trainer, module, datamodule, directory, "test")
     return value
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     with user_errors():
         return train(cfg)
+
+
+def main() -> None:
+    """The command line: a sweeper or launcher of the ``sweep`` extra that is not installed
+    is one ``error:`` line (exit status 2) before Hydra starts."""
+    require_sweep_plugins()
+    hydra_main()
 
 
 if __name__ == "__main__":

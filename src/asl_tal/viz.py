@@ -283,6 +283,17 @@ def match_status(
     return status, best
 
 
+def top_detections(detections: Detections, top_k: int) -> Detections:
+    """The ``top_k`` highest-scoring detections on the CPU, best first (ties keep order)."""
+    order = torch.argsort(detections.scores.detach().cpu(), descending=True, stable=True)
+    return Detections(
+        *(
+            x.detach().cpu()[order[:top_k]]
+            for x in (detections.segments, detections.scores, detections.labels)
+        )
+    )
+
+
 def plot_timeline(
     gt: VideoAnnotation,
     detections: Detections,
@@ -298,13 +309,7 @@ def plot_timeline(
     matched GT, red: no same-class GT at ``tiou_thresh`` — with opacity rising with the
     best same-class tIoU; the row label gives class, score and that tIoU.
     """
-    order = torch.argsort(detections.scores.detach().cpu(), descending=True, stable=True)
-    top = Detections(
-        *(
-            x.detach().cpu()[order[:top_k]]
-            for x in (detections.segments, detections.scores, detections.labels)
-        )
-    )
+    top = top_detections(detections, top_k)
     status, best = match_status(gt, top, tiou_thresh)
     gt_classes = np.unique(gt.labels)
     rows = np.searchsorted(gt_classes, gt.labels)
@@ -370,6 +375,65 @@ def plot_timeline(
     ax_det.set_xlim(0.0, gt.duration)
     ax_det.set_xlabel("time (s)")
     return fig
+
+
+def plot_detections(
+    video_id: str,
+    duration: float,
+    detections: Detections,
+    class_names: Sequence[str],
+    top_k: int = 20,
+) -> Figure:
+    """The top-scoring detections of one video without ground truth (``predict plot=true``).
+
+    One panel over ``[0, duration]`` seconds: the ``top_k`` detections by score, one row
+    each (best on top), one bar (``Rectangle``, gid ``"detection"``) per detection, coloured
+    by class (matplotlib's ``tab10`` cycle, a legend entry per class shown) with opacity
+    rising with the score; the row label gives class and score.
+    """
+    top = top_detections(detections, top_k)
+    num_det = len(top)
+    fig = Figure(figsize=(10, 1.6 + 0.35 * max(num_det, 2)), layout="constrained")
+    ax = fig.subplots()
+    if num_det:
+        segments = top.segments.double().numpy().reshape(-1, 2)
+        labels = top.labels.numpy().astype(np.int64)
+        scores = top.scores.double().numpy()
+        bars = ax.barh(
+            np.arange(num_det),
+            segments[:, 1] - segments[:, 0],
+            left=segments[:, 0],
+            height=0.6,
+            color=[class_colour(c) for c in labels],
+            edgecolor="k",
+            gid="detection",
+        )
+        for bar, score in zip(bars, scores, strict=True):
+            bar.set_alpha(0.35 + 0.65 * float(np.clip(score, 0.0, 1.0)))
+        ax.set_yticks(
+            np.arange(num_det),
+            [f"{class_names[c]}  {s:.2f}" for c, s in zip(labels, scores, strict=True)],
+            fontsize="small",
+        )
+        ax.set_ylim(num_det - 0.5, -0.5)
+        shown = sorted(set(labels.tolist()))
+        ax.legend(
+            handles=[Patch(color=class_colour(c), label=class_names[c]) for c in shown],
+            loc="lower right",
+            fontsize="small",
+        )
+    else:
+        ax.text(0.5, 0.5, "no detections", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+    ax.set_title(f"{video_id}: top {num_det} detections (opacity: score)")
+    ax.set_xlim(0.0, duration)
+    ax.set_xlabel("time (s)")
+    return fig
+
+
+def class_colour(label: int) -> str:
+    """The colour of class ``label`` in :func:`plot_detections` (``tab10`` cycle)."""
+    return f"C{int(label) % 10}"
 
 
 # --------------------------------------------------------------------------------------

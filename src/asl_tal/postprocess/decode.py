@@ -66,6 +66,7 @@ def decode_candidates(
     offsets: torch.Tensor,
     mask: torch.Tensor,
     cfg: PostprocessConfig,
+    level_sizes: list[int] | None = None,
 ) -> Candidates:
     """Score, select and decode (point, class) candidates.
 
@@ -75,6 +76,8 @@ def decode_candidates(
         offsets: ``(B, P, 2)`` distances to start / end in units of the point's stride.
         mask: ``(B, P)`` bool, False on padded points.
         cfg: ``score_thresh``, ``pre_nms_topk``, ``topk_per_level``, ``duration_thresh``.
+        level_sizes: points per pyramid level; None = read from the point table (a graph
+            traced by ``torch.export`` passes ``T / 2**l`` instead, as it cannot read data).
 
     Returns:
         Candidates with ``K`` = ``pre_nms_topk`` per level (or per video), at most ``P·C``.
@@ -86,12 +89,15 @@ def decode_candidates(
             f"{tuple(offsets.shape)} disagree on the number of points"
         )
     probs = torch.sigmoid(logits) * mask[..., None]
-    sizes = _level_sizes(points) if cfg.topk_per_level else [num_points]
+    if not cfg.topk_per_level:
+        sizes = [num_points]
+    else:
+        sizes = _level_sizes(points) if level_sizes is None else level_sizes
     values, flat_idx = [], []
     start = 0
     for size in sizes:
         level = probs[:, start : start + size].reshape(batch, size * num_classes)
-        top = torch.topk(level, min(cfg.pre_nms_topk, size * num_classes), dim=1)
+        top = torch.topk(level, torch.sym_min(cfg.pre_nms_topk, size * num_classes), dim=1)
         values.append(top.values)
         flat_idx.append(top.indices + start * num_classes)
         start += size

@@ -1,0 +1,91 @@
+"""``asl-export``: the exported program + NMS gives the eager detections, for any batch size
+and any length that is a multiple of the coarsest stride."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asl_tal.checkpoints import load_checkpoint
+from asl_tal.data.batch import VideoMeta
+from asl_tal.data.collate import collate
+from asl_tal.data.dataset import VideoSample
+from asl_tal.export import ExportedDetector, export_checkpoint, main
+
+# the tiny config: 64-wide features, l3=3 down-sampling blocks -> strides 1..8
+INPUT_DIM, COARSEST_STRIDE = 64, 2**3
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    out = tmp_path_factory.mktemp("export") / "model.pt2"
+    export_checkpoint(ckpt, out, max_length=1024)
+    return load_checkpoint(ckpt), ExportedDetector(out)
+
+
+def feature_batch(videos: list[tuple[int, float, float, float]], seed: int):
+    """A padded evaluation batch of random videos ``(T, fps, stride, window)``."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for i, (length, fps, stride, window) in enumerate(videos):
+        duration = ((length - 1) * stride + window) / fps  # docs/data.md §3
+        meta = VideoMeta(f"v{i}", duration, fps, stride, window, 0.0, length)
+        feats = torch.randn(INPUT_DIM, length, generator=generator)
+        samples.append(
+            VideoSample(feats, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), meta)
+        )
+    return collate(samples, COARSEST_STRIDE, max_seq_len=None, train=False)
+
+
+@pytest.mark.parametrize(
+    "videos",
+    [
+        [(90, 1.0, 1.0, 1.0), (150, 1.0, 1.0, 1.0)],  # padded to T = 152
+        [(37, 30.0, 4.0, 16.0), (300, 25.0, 8.0, 16.0), (64, 10.0, 5.0, 5.0)],  # T = 304
+    ],
+)
+def test_exported_detections_equal_the_eager_ones(exported, videos):
+    module, artifact = exported
+    batch = feature_batch(videos, seed=len(videos))
+    eager = module.eval_detector.detect(batch, module.postprocess_cfg)
+    fps, stride, window = (torch.tensor([v[k] for v in videos]) for k in (1, 2, 3))
+    durations = [m.duration for m in batch.meta]
+    deployed = artifact.detect(batch.feats, batch.mask, fps, stride, window, durations)
+    assert len(deployed) == len(videos)
+    for ours, reference in zip(deployed, eager, strict=True):
+        assert len(ours) == len(reference) > 0
+        torch.testing.assert_close(ours.labels, reference.labels, rtol=0, atol=0)
+        torch.testing.assert_close(ours.scores, reference.scores, rtol=0, atol=1e-6)
+        # float32 seconds in the graph, float64 after NMS in the eager path
+        torch.testing.assert_close(ours.segments, reference.segments, rtol=1e-5, atol=1e-4)
+
+
+def test_artifact_metadata_describes_the_inputs(exported):
+    module, artifact = exported
+    meta = artifact.metadata
+    assert meta["inputs"] == ["feats", "mask", "fps", "stride", "window"]
+    assert meta["input_dim"] == INPUT_DIM and meta["required_multiple"] == COARSEST_STRIDE
+    assert meta["max_length"] == 1024
+    assert artifact.class_names == [f"action_{i:02d}" for i in range(8)]
+    assert artifact.postprocess == module.postprocess_cfg
+
+
+def test_a_length_off_the_stride_grid_is_refused(exported):
+    _, artifact = exported
+    feats, mask, ones = (
+        torch.zeros(1, INPUT_DIM, 100),
+        torch.ones(1, 100, dtype=torch.bool),
+        torch.ones(1),
+    )
+    with pytest.raises(AssertionError, match="size"):
+        artifact.candidates(feats, mask, ones, ones, ones)
+
+
+def test_a_missing_checkpoint_is_one_error_line(tmp_path, capsys):
+    missing = tmp_path / "nothing.ckpt"
+    with pytest.raises(SystemExit) as info:
+        main([str(missing), "--out", str(tmp_path / "model.pt2")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: checkpoint {missing} not found"
+    assert not (tmp_path / "model.pt2").exists()
