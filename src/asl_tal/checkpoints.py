@@ -88,7 +88,7 @@ LEGACY_DEFAULTS = {
 # keys added to a block after the layout of today, with the value that reproduces what a
 # checkpoint without them was trained with
 ADDED_KEYS = {
-    "network": {"channel_pool": "sum", "channel_drop_path": False},
+    "network": {"channel_pool": "sum", "channel_drop_path": False, "offset_activation": "relu"},
     "sensitivity": {"weight_normalize": "none"},
 }
 

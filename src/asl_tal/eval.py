@@ -25,6 +25,7 @@ from asl_tal.app import (
 from asl_tal.checkpoints import check_trained_on, load_checkpoint, local_checkpoint_path
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.submission import DEFAULT_RETRIEVAL_TOP_K, check_output_format, write_results
+from asl_tal.tracking import wandb_run
 
 # the file output_format adds to results/ (activitynet: test_detections.json only)
 EXTRA_OUTPUT_NAMES = {
@@ -57,12 +58,15 @@ def evaluate(cfg: DictConfig) -> dict:
         module.hparams, cfg.ckpt_path, list(datamodule.class_map.names), datamodule.cfg.input_dim
     )
     trainer = build_trainer(cfg, callbacks=False)
-    trainer.test(module, datamodule=datamodule, weights_only=True)
-    detections = write_test_results(trainer, module, datamodule, directory, "test")
-    if detections is not None and output_format in EXTRA_OUTPUT_NAMES:
-        path = directory / "results" / EXTRA_OUTPUT_NAMES[output_format]
-        with writing(path):
-            write_results(path, detections, datamodule.class_map, output_format, retrieval_top_k)
+    with wandb_run(trainer, directory):  # one W&B run per job, also in a multirun
+        trainer.test(module, datamodule=datamodule, weights_only=True)
+        detections = write_test_results(trainer, module, datamodule, directory, "test")
+        if detections is not None and output_format in EXTRA_OUTPUT_NAMES:
+            path = directory / "results" / EXTRA_OUTPUT_NAMES[output_format]
+            with writing(path):
+                write_results(
+                    path, detections, datamodule.class_map, output_format, retrieval_top_k
+                )
     return {key: float(value) for key, value in trainer.callback_metrics.items()}
 
 

@@ -238,3 +238,26 @@ def test_heads_over_packed_levels_equal_one_level_at_a_time() -> None:
             scale = net.loc_head.scales[level]
             alone = torch.relu(scale * net.loc_head.trunk(x, m)).transpose(1, 2)
             assert torch.allclose(offsets[level], alone, atol=1e-10), level
+
+
+def test_softplus_offsets_keep_a_gradient_where_relu_has_died() -> None:
+    """An output channel pushed negative on every point: ReLU gives 0 and no gradient (the
+    channel can never recover), softplus a positive distance and a gradient."""
+    from asl_tal.models.heads import LocalizationHead, pack_levels
+
+    feats = [torch.randn(1, 8, 16), torch.randn(1, 8, 8)]
+    masks = [torch.ones(1, 16, dtype=torch.bool), torch.ones(1, 8, dtype=torch.bool)]
+    grads = {}
+    for activation in ("relu", "softplus"):
+        torch.manual_seed(0)
+        head = LocalizationHead(8, 8, 2, activation=activation)
+        bias = [p for n, p in head.named_parameters() if n.endswith("bias")][-1]
+        assert bias.shape == (2,)  # the output convolution's: start, end
+        with torch.no_grad():
+            bias[0] = -10.0  # the start-distance channel is negative everywhere
+        offsets = head(pack_levels(feats, masks))
+        start = torch.cat([o[..., 0] for o in offsets], dim=1)
+        start.sum().backward()
+        grads[activation] = float(bias.grad[0])
+        assert bool((start > 0).all()) is (activation == "softplus")
+    assert grads["relu"] == 0.0 and grads["softplus"] > 0.0

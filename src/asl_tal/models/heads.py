@@ -133,22 +133,43 @@ class ClassificationHead(nn.Module):
         return unpack_levels(self.trunk(levels.feats, levels.mask), levels.lengths)
 
 
+OFFSET_ACTIVATIONS = ("relu", "softplus")
+
+
 class LocalizationHead(nn.Module):
-    """Per-point distances to start and end: ``ReLU(scale_l · x)``, one scale per level.
+    """Per-point distances to start and end: ``act(scale_l · x)``, one scale per level.
+
+    ``act`` is ReLU in the released code. A ReLU output that turns negative on every point
+    gets no gradient again: we saw whole output channels (every start, or every end
+    distance, of every level) stuck at 0 in some training runs on real features, so those
+    models could place one boundary only. Softplus keeps a gradient everywhere.
 
     Args:
         d_in: pyramid width ``d``.
         width: hidden width ``h``.
         num_levels: pyramid levels (one learnable scale each, init 1).
         head_layers: convolutions including the last one.
+        activation: ``"relu"`` or ``"softplus"``.
     """
 
-    def __init__(self, d_in: int, width: int, num_levels: int, head_layers: int = 3) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        width: int,
+        num_levels: int,
+        head_layers: int = 3,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
+        if activation not in OFFSET_ACTIVATIONS:
+            raise ValueError(
+                f"offset activation must be one of {OFFSET_ACTIVATIONS}, got {activation!r}"
+            )
+        self.activation = F.relu if activation == "relu" else F.softplus
         self.trunk = HeadTrunk(d_in, width, 2, head_layers)
         self.scales = nn.Parameter(torch.ones(num_levels))
 
     def forward(self, levels: PackedLevels) -> list[torch.Tensor]:
         """Packed pyramid -> per level ``(B, T_l, 2)`` offsets ``>= 0``."""
         outs = unpack_levels(self.trunk(levels.feats, levels.mask), levels.lengths)
-        return [F.relu(self.scales[level] * x) for level, x in enumerate(outs)]
+        return [self.activation(self.scales[level] * x) for level, x in enumerate(outs)]

@@ -48,6 +48,8 @@ class ASLNetwork(nn.Module):
         channel_pool: ``"sum"`` (released code) or ``"mean"`` (length-independent) of
             ``kᵀv`` over the real steps in channel attention.
         channel_drop_path: drop-path on the channel branch's two residuals.
+        offset_activation: ``"relu"`` (released code) or ``"softplus"`` on the regressed
+            distances (:class:`LocalizationHead`).
         attn_window: local attention window (odd), None = global attention.
         attn_window_levels: local window only on the finest N levels (None = all levels).
         abs_pos_enc: sinusoidal absolute position encoding.
@@ -71,6 +73,7 @@ class ASLNetwork(nn.Module):
         l3: int,
         head_width: int,
         head_layers: int,
+        offset_activation: str,
         t_c_alpha: float,
         channel_attention: bool,
         channel_pool: str,
@@ -111,7 +114,9 @@ class ASLNetwork(nn.Module):
         self.cls_head = ClassificationHead(
             d_emb, head_width, num_classes, head_layers, prior_prob, class_counts
         )
-        self.loc_head = LocalizationHead(d_emb, head_width, self.num_levels, head_layers)
+        self.loc_head = LocalizationHead(
+            d_emb, head_width, self.num_levels, head_layers, offset_activation
+        )
         self.apply(init_weights)
         self.cls_head.reset_prior_bias()
 
