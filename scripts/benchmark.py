@@ -169,7 +169,7 @@ class Runner:
             **times,
             "videos_per_s": round(self.bench.batch_size / times["step"]["median_s"], 3),
             "gflop_per_step": round(gflop, 3),
-            "achieved_gflop_per_s": round(gflop / times["step"]["median_s"], 1),
+            "achieved_gflop_per_s": round(gflop / times["step"]["median_s"], 3),
             **peak_memory_mb(self.device),
             **({"profile_top_ops": profile} if profile else {}),
         }

@@ -66,6 +66,7 @@ def test_collect_means_sample_sd_and_failed_jobs(tmp_path):
     assert "| baseline | 30.00 | 0: 30.00 | 1 |" in text
 
 
+@pytest.mark.slow  # two tiny trainings: in .ci/run's slow step
 def test_two_rows_run_as_one_multirun(tmp_path):
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

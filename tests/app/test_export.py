@@ -38,6 +38,8 @@ def feature_batch(videos: list[tuple[int, float, float, float]], seed: int):
     return collate(samples, COARSEST_STRIDE, max_seq_len=None, train=False)
 
 
+# tracing the program costs ~45 s: these run in .ci/run's slow step, not in `make test`
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "videos",
     [
@@ -61,6 +63,7 @@ def test_exported_detections_equal_the_eager_ones(exported, videos):
         torch.testing.assert_close(ours.segments, reference.segments, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_artifact_metadata_describes_the_inputs(exported):
     module, artifact = exported
     meta = artifact.metadata
@@ -71,6 +74,7 @@ def test_artifact_metadata_describes_the_inputs(exported):
     assert artifact.postprocess == module.postprocess_cfg
 
 
+@pytest.mark.slow
 def test_a_length_off_the_stride_grid_is_refused(exported):
     _, artifact = exported
     feats, mask, ones = (

@@ -70,6 +70,7 @@ def offline_run_file(job_dir: Path) -> Path:
     return run_file
 
 
+@pytest.mark.slow  # a 2-job multirun: in .ci/run's slow step
 def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_path):
     sweep = tmp_path / "sweep_42"
     proc = run_entry(
