@@ -31,8 +31,14 @@ def todays_module() -> ASLLitModule:
 def test_legacy_hparams_map_onto_todays_blocks():
     upgraded = upgrade_hparams(LEGACY)
     today = todays_module().hparams
-    for block in ("network", "points", "sensitivity", "loss", "ema"):
+    for block in ("points", "sensitivity", "loss", "ema"):
         assert upgraded["model"][block] == today["model"][block], block
+    # a checkpoint from before the switch trained with ReLU offsets; today's default is softplus
+    assert today["model"]["network"]["offset_activation"] == "softplus"
+    assert upgraded["model"]["network"] == {
+        **today["model"]["network"],
+        "offset_activation": "relu",
+    }
     # the earlier layout stored tau 0.1, which topk mode (the default) also uses for null
     assert upgraded["model"]["ascl"] == {**today["model"]["ascl"], "tau": 0.1}
     assert upgraded["model"]["sensitivity"]["evaluator_layers"] == LEGACY["model"]["l4"]

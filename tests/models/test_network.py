@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from model_defaults import network_kwargs
 from torch import nn
 
@@ -219,9 +220,12 @@ def test_fused_adamw_takes_the_same_step_as_the_reference_rule() -> None:
         assert torch.allclose(layer.bias.detach(), bias_before + bias_step, atol=1e-6)
 
 
-def test_heads_over_packed_levels_equal_one_level_at_a_time() -> None:
+@pytest.mark.parametrize(
+    ("activation", "reference"), [("softplus", F.softplus), ("relu", torch.relu)]
+)
+def test_heads_over_packed_levels_equal_one_level_at_a_time(activation, reference) -> None:
     """The heads run over all levels at once; each level must come out as if run alone."""
-    net = make_net()
+    net = make_net(offset_activation=activation)
     feats = [torch.randn(2, 16, n, dtype=torch.float64) for n in (16, 8, 4, 2)]
     masks = [torch.ones(2, n, dtype=torch.bool) for n in (16, 8, 4, 2)]
     for level, m in enumerate(masks):
@@ -236,7 +240,7 @@ def test_heads_over_packed_levels_equal_one_level_at_a_time() -> None:
             alone = net.cls_head.trunk(x, m).transpose(1, 2)
             assert torch.allclose(logits[level], alone, atol=1e-10), level
             scale = net.loc_head.scales[level]
-            alone = torch.relu(scale * net.loc_head.trunk(x, m)).transpose(1, 2)
+            alone = reference(scale * net.loc_head.trunk(x, m)).transpose(1, 2)
             assert torch.allclose(offsets[level], alone, atol=1e-10), level
 
 
