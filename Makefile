@@ -11,7 +11,7 @@ install:  ## create .venv; install the package, dev tools and sweep plugins at C
 	.venv/bin/pip install --quiet -c constraints/ci.txt -e ".[dev,sweep]"
 
 test:  ## run the default (fast) test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-all:  ## run every test, the slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"
