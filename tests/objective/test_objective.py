@@ -96,6 +96,8 @@ def test_table_c_weights_and_loss_values(class_level, instance_level, includes_c
             "instance_level": instance_level,
             "loc_weight_includes_cls": includes_cls,
             "normalize": "none",
+            "divide_by_stride": True,
+            "weight_normalize": "none",
         },
         ascl={"weight": 0.0},
         loss={"init_loss_norm": 50.0},
@@ -257,7 +259,7 @@ def test_weight_normalisation_keeps_the_positives_total(mode):
     positives, so each group's weights average exactly 1 and their ratios are unchanged."""
     torch.manual_seed(0)
     out, points, batch = make_inputs()
-    settings = {"normalize": "none", "loc_weight_includes_cls": True}
+    settings = {"normalize": "none", "loc_weight_includes_cls": True, "weight_normalize": "none"}
     plain = make_objective(C, D, sensitivity=settings, ascl={"weight": 0.0}).eval()
     scaled = make_objective(
         C, D, sensitivity={**settings, "weight_normalize": mode}, ascl={"weight": 0.0}
