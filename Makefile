@@ -10,8 +10,11 @@ install:  ## create .venv; install the package, dev tools and sweep plugins at C
 	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet -c constraints/ci.txt -e ".[dev,sweep]"
 
-test:  ## run the default (fast) test suite
-	$(PY) -m pytest -q --durations=15
+# `make test` runs the suite on TEST_WORKERS processes (pytest-xdist), one thread each.
+TEST_WORKERS ?= 2
+
+test:  ## run the default (fast) test suite, TEST_WORKERS processes in parallel
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-all:  ## run every test, the slow ones included
 	$(PY) -m pytest -q -m "slow or not slow"

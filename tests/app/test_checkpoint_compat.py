@@ -31,18 +31,11 @@ def todays_module() -> ASLLitModule:
 def test_legacy_hparams_map_onto_todays_blocks():
     upgraded = upgrade_hparams(LEGACY)
     today = todays_module().hparams
-    for block in ("points", "loss", "ema"):
+    for block in ("points", "sensitivity", "loss", "ema"):
         assert upgraded["model"][block] == today["model"][block], block
-    # it also trained with the released code's positions and unnormalised weights
-    assert (
-        today["model"]["sensitivity"]["divide_by_stride"],
-        today["model"]["sensitivity"]["weight_normalize"],
-    ) == (False, "gt")
-    assert upgraded["model"]["sensitivity"] == {
-        **today["model"]["sensitivity"],
-        "divide_by_stride": True,
-        "weight_normalize": "none",
-    }
+    # it trained with the released code's positions and unnormalised weights, today's defaults
+    assert upgraded["model"]["sensitivity"]["divide_by_stride"] is True
+    assert upgraded["model"]["sensitivity"]["weight_normalize"] == "none"
     # a checkpoint from before the switch trained with ReLU offsets; today's default is softplus
     assert today["model"]["network"]["offset_activation"] == "softplus"
     assert upgraded["model"]["network"] == {
