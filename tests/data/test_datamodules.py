@@ -221,3 +221,15 @@ def test_train_loader_with_worker_processes(tiny):
     offsets = [b.meta[0].offset for _ in range(3) for b in dm.train_dataloader()]
     assert len(offsets) == 6
     assert all(0 <= o <= 150 - 32 for o in offsets)
+
+
+def test_val_holdout_validates_on_training_videos(tiny):
+    # sha256("t1") < sha256("t2") < sha256("t3"), so 1/3 of three holds out t1
+    dm = make(tiny, val_holdout=1 / 3)
+    dm.setup("fit")
+    assert list(dm.annotations("val")) == ["t1"]
+    assert [v.video_id for v in dm.dataset("val").videos] == ["t1"]
+    assert [v.video_id for v in dm.dataset("train").videos] == ["t2"]  # t3 has no action
+    # class counts come from t2 alone: c, c, a
+    np.testing.assert_array_equal(dm.train_class_counts, [1, 0, 2])
+    assert list(dm.annotations("test")) == ["v1", "v2"]

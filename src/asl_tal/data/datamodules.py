@@ -7,6 +7,7 @@ Every constructor keyword comes straight from the Hydra ``dataset`` config
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property, partial
@@ -28,9 +29,12 @@ from asl_tal.data.annotations import (
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
+from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
 from asl_tal.data.sampling import EpochShuffleSampler
 from asl_tal.settings import settings_from
+
+log = logging.getLogger(__name__)
 
 STAGES = {"train": "train", "val": "val", "validate": "val", "test": "test"}
 
@@ -51,6 +55,9 @@ class DataConfig:
     the feature pre-flight check of :meth:`TALDataModule.setup` on; ``length_mismatch:
     warn`` makes its length mismatches warnings. ``train_padding`` is how far training
     batches are padded: ``longest`` (the batch's longest crop) or ``max_seq_len``.
+    ``val_holdout`` > 0 validates on that fraction of the training videos (by a hash of
+    their ids, :func:`~asl_tal.data.holdout.held_out_ids`), which then do not train,
+    instead of on ``val_subset``.
     """
 
     name: str
@@ -80,6 +87,7 @@ class DataConfig:
     preflight: bool
     length_mismatch: Literal["error", "warn"]
     train_padding: Literal["longest", "max_seq_len"]
+    val_holdout: float
 
 
 # dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
@@ -241,7 +249,14 @@ class TALDataModule(L.LightningDataModule):
         return [str(s) for s in _as_list(getattr(self.cfg, f"{key}_subset"))]
 
     def _load_subset(self, stage: str, clip: bool) -> dict[str, VideoAnnotation]:
-        subsets = tuple(self.subsets(stage))
+        key = STAGES.get(stage)
+        if not self.cfg.val_holdout or key not in ("train", "val"):
+            return self._load_subsets(tuple(self.subsets(stage)), clip)
+        videos = self._load_subsets(tuple(self.subsets("train")), clip)
+        held_out = held_out_ids(videos, self.cfg.val_holdout, str(self.json_path))
+        return {vid: v for vid, v in videos.items() if (vid in held_out) == (key == "val")}
+
+    def _load_subsets(self, subsets: tuple[str, ...], clip: bool) -> dict[str, VideoAnnotation]:
         key = (",".join(subsets), clip)
         if key not in self._subset_cache:
             videos, _ = load_annotations(
@@ -301,6 +316,13 @@ class TALDataModule(L.LightningDataModule):
                 cache_features=self.cfg.cache_features,
                 seed=self.cfg.seed,
             )
+            if key == "val" and self.cfg.val_holdout:
+                log.info(
+                    "validating on %d held-out training videos (dataset.val_holdout=%g), "
+                    "not on dataset.val_subset",
+                    len(self._datasets[key].videos),
+                    self.cfg.val_holdout,
+                )
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
