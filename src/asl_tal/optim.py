@@ -4,6 +4,9 @@ Weight decay applies to Conv1d / Linear weights and opted-in parameters: a modul
 parameter in by listing its attribute name in a class attribute
 ``weight_decay_params: tuple[str, ...]`` (the sensitivity module's Gaussian ``μ``, ``σ``).
 Everything else (biases, norms, per-level scales, drop-path scales) is not decayed.
+A module with an attribute ``lr_scale`` other than 1 (the sensitivity Gaussians, through
+``model.sensitivity.gaussian_lr_scale``) has its own parameters trained at the optimizer's
+learning rate times that factor, in groups of their own.
 
 The ``optimizer`` config group is a partial torch optimizer (``_partial_: true``) called with
 :func:`parameter_groups`; the ``scheduler`` group a partial of :func:`warmup_cosine` or
@@ -22,14 +25,16 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def parameter_groups(model: nn.Module) -> list[dict]:
-    """Split ``model``'s trainable parameters into a decayed and a non-decayed group.
+    """Split ``model``'s trainable parameters by weight decay and learning-rate scale.
 
     Returns:
-        ``[{"params": [...]}, {"params": [...], "weight_decay": 0.0}]``: the first group
-        takes the optimizer's ``weight_decay``; every trainable parameter is in exactly one
-        group (shared parameters once).
+        ``[{"params": [...]}, {"params": [...], "weight_decay": 0.0}]``, then one group per
+        decay setting and ``lr_scale`` other than 1 that some module asks for (the same
+        keys plus ``"lr_scale"``): the first group takes the optimizer's ``weight_decay``;
+        every trainable parameter is in exactly one group (shared parameters once).
     """
     decay_ids: set[int] = set()
+    scale_of: dict[int, float] = {}
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Linear)):
             decay_ids.add(id(module.weight))
@@ -41,19 +46,33 @@ def parameter_groups(model: nn.Module) -> list[dict]:
                     f"which is not a parameter of the module"
                 )
             decay_ids.add(id(param))
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if id(p) in decay_ids]
-    no_decay = [p for p in params if id(p) not in decay_ids]
-    assert len(decay) + len(no_decay) == len({id(p) for p in params}), "parameter in two groups"
+        scale = float(getattr(module, "lr_scale", 1.0))
+        if scale != 1.0:
+            scale_of.update({id(p): scale for p in module.parameters(recurse=False)})
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        key = (id(param) in decay_ids, scale_of.get(id(param), 1.0))
+        groups.setdefault(key, []).append(param)
     return [
-        {"params": decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            **({} if decayed else {"weight_decay": 0.0}),
+            **({} if scale == 1.0 else {"lr_scale": scale}),
+        }
+        for (decayed, scale), params in groups.items()
     ]
 
 
 def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
-    """The ``optimizer`` config (a partial torch optimizer) over :func:`parameter_groups`."""
-    return instantiate(dict(cfg))(parameter_groups(model))
+    """The ``optimizer`` config (a partial torch optimizer) over :func:`parameter_groups`,
+    a scaled group's ``lr`` set to ``cfg.lr`` times its ``lr_scale``."""
+    groups = parameter_groups(model)
+    for group in groups:
+        if "lr_scale" in group:
+            group["lr"] = cfg["lr"] * group["lr_scale"]
+    return instantiate(dict(cfg))(groups)
 
 
 def cosine_multiplier(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -62,6 +62,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "model.network.prior_prob": OPEN_FRACTION,
     "model.sensitivity.evaluator_layers": NON_NEGATIVE,
     "model.sensitivity.evaluator_tile_len": POSITIVE,
+    "model.sensitivity.gaussian_lr_scale": POSITIVE,
     "model.ascl.weight": NON_NEGATIVE,
     "model.ascl.k": POSITIVE,
     "model.ascl.num_background": NON_NEGATIVE,

@@ -126,6 +126,12 @@ MODEL_CASES = [
         "two",
         "model.sensitivity.evaluator_layers (alias model.l4): expected an integer, got 'two'",
     ),
+    (
+        "sensitivity",
+        "gaussian_lr_scale",
+        0,
+        "model.sensitivity.gaussian_lr_scale: must be > 0, got 0",
+    ),
     ("ascl", "k", 0, "model.ascl.k: must be > 0, got 0"),
     ("loss", "label_smoothing", 1.5, "model.loss.label_smoothing: must be in [0, 1], got 1.5"),
     (

@@ -66,6 +66,23 @@ def test_optimizer_group_options_build_over_the_parameter_groups(option):
     assert decayed["weight_decay"] == cfg["weight_decay"] and plain["weight_decay"] == 0.0
 
 
+def test_gaussian_lr_scale_from_the_config_reaches_the_optimizer():
+    cfg = compose("train", ["debug=tiny", "model.sensitivity.gaussian_lr_scale=20"])
+    module = ASLLitModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        optimizer=OmegaConf.to_container(cfg.optimizer),
+        scheduler=OmegaConf.to_container(cfg.scheduler),
+        postprocess=OmegaConf.to_container(cfg.postprocess),
+        evaluation=OmegaConf.to_container(cfg.evaluation),
+        class_names=["a", "b", "c"],
+    )
+    optimizer = build_optimizer(module.detector, module.hparams.optimizer)
+    scaled = [g for g in optimizer.param_groups if "lr_scale" in g]
+    assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(20 * cfg.optimizer.lr)
+    sens = module.detector.objective.class_sensitivity
+    assert {id(p) for p in scaled[0]["params"]} == {id(p) for p in sens.parameters()}
+
+
 def test_ema_decay_warms_up_and_averages():
     model = nn.Linear(1, 1, bias=False)
     nn.init.constant_(model.weight, 0.0)

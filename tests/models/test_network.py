@@ -13,7 +13,8 @@ from torch import nn
 from asl_tal.models.blocks import AffineDropPath
 from asl_tal.models.heads import pack_levels
 from asl_tal.models.network import ASLNetwork
-from asl_tal.optim import build_optimizer, parameter_groups
+from asl_tal.objective.sensitivity import ClassSensitivity
+from asl_tal.optim import build_optimizer, parameter_groups, warmup_cosine
 
 SMALL = network_kwargs(
     input_dim=12, num_classes=5, d_emb=16, n_heads=4, l1=1, l2=2, l3=3, head_width=8,
@@ -218,6 +219,37 @@ def test_fused_adamw_takes_the_same_step_as_the_reference_rule() -> None:
         assert torch.allclose(layer.weight, expected, atol=1e-6)
         bias_step = -0.01 * torch.tensor([1.0, -1.0, 1.0])
         assert torch.allclose(layer.bias.detach(), bias_before + bias_step, atol=1e-6)
+
+
+def test_gaussian_lr_scale_trains_the_gaussians_at_a_multiple_of_the_rate() -> None:
+    """First AdamW step (no decay): every element moves by ``-lr·sign(g)``, so the
+    Gaussians with ``lr_scale`` 10 move 10× as far as the layer; the schedule keeps the
+    ratio."""
+    cfg = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01, "weight_decay": 0.0}
+    model = nn.ModuleDict(
+        {"sens": ClassSensitivity(2, True, "none", lr_scale=10.0), "layer": nn.Linear(2, 1)}
+    )
+    optimizer = build_optimizer(model, cfg)
+    by_rate = {group["lr"]: group for group in optimizer.param_groups}
+    assert sorted(by_rate) == [0.01, 0.1]
+    sens = model["sens"]
+    gaussians = [sens.mu_cls, sens.sigma_cls, sens.mu_L, sens.sigma_L, sens.mu_R, sens.sigma_R]
+    assert {id(p) for p in by_rate[0.1]["params"]} == {id(p) for p in gaussians}
+    assert by_rate[0.1]["lr_scale"] == 10.0
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, -1.0)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        rate = 0.1 if name.startswith("sens.") else 0.01
+        assert torch.allclose(p.detach(), before[name] + rate, atol=1e-6), name
+    # warm-up over 2 steps: step 0 runs at (0 + 1) / 2 of each group's rate
+    scheduled = warmup_cosine(
+        build_optimizer(model, cfg), steps_per_epoch=2, warmup_epochs=1, epochs=1, eta_min=0.0
+    )
+    assert sorted(g["lr"] for g in scheduled.optimizer.param_groups) == pytest.approx(
+        [0.005, 0.005, 0.05]
+    )
 
 
 @pytest.mark.parametrize(

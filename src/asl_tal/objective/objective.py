@@ -67,7 +67,12 @@ class ASLObjective(nn.Module):
         self.focal = SigmoidFocalLoss(loss.focal_alpha, loss.focal_gamma, loss.label_smoothing)
         self.diou = DIoULoss()
         self.class_sensitivity = (
-            ClassSensitivity(num_classes, sensitivity.divide_by_stride, sensitivity.normalize)
+            ClassSensitivity(
+                num_classes,
+                sensitivity.divide_by_stride,
+                sensitivity.normalize,
+                sensitivity.gaussian_lr_scale,
+            )
             if sensitivity.class_level
             else None
         )

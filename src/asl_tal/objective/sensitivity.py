@@ -59,16 +59,20 @@ class ClassSensitivity(nn.Module):
         divide_by_stride: ``x = (m - t) / (s L)`` as the released code; off uses ``s = 1``.
         normalize: ``"none"`` or ``"mean"`` (rescale ``p`` to mean 1 within each group,
             e.g. a GT's positive points).
+        lr_scale: the Gaussians' learning rate over the optimizer's (``optim.parameter_groups``).
     """
 
     weight_decay_params = ("mu_cls", "sigma_cls", "mu_L", "sigma_L", "mu_R", "sigma_R")
 
-    def __init__(self, num_classes: int, divide_by_stride: bool, normalize: str) -> None:
+    def __init__(
+        self, num_classes: int, divide_by_stride: bool, normalize: str, lr_scale: float = 1.0
+    ) -> None:
         super().__init__()
         if normalize not in SENSITIVITY_MODES:
             raise ValueError(f"ClassSensitivity: normalize must be one of {SENSITIVITY_MODES}")
         self.divide_by_stride = divide_by_stride
         self.normalize = normalize
+        self.lr_scale = lr_scale
         self.mu_cls = nn.Parameter(torch.zeros(num_classes))
         self.sigma_cls = nn.Parameter(torch.ones(num_classes))
         self.mu_L = nn.Parameter(torch.full((num_classes,), -0.5))

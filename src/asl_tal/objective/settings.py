@@ -36,6 +36,7 @@ class SensitivitySettings:
             positives divided by their detached mean over the batch's positives, or over
             each GT's, so the sensitivity moves weight between frames without changing the
             positives' total.
+        gaussian_lr_scale: the learning rate of ``p``'s Gaussians over the optimizer's.
         detach_instance: ``q`` enters the weights detached.
         evaluator_mask: ``"inside_gt"`` or ``"positives"``.
         loc_weight_includes_cls: multiply the localisation weight by ``p_cls``.
@@ -48,6 +49,7 @@ class SensitivitySettings:
     divide_by_stride: bool
     normalize: Literal["none", "mean"]  # sensitivity.SENSITIVITY_MODES
     weight_normalize: Literal["none", "batch", "gt"]
+    gaussian_lr_scale: float
     detach_instance: bool
     evaluator_mask: Literal["inside_gt", "positives"]  # sensitivity.EVALUATOR_MASKS
     loc_weight_includes_cls: bool
