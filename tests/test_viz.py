@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,6 +29,9 @@ from asl_tal.callbacks import VisualizationCallback
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import sensitivity_profile  # scripts/ is not a package
 
 EPOCHS = 3  # debug=tiny: 2 epochs + 1 warm-up
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,6 +156,39 @@ def test_callback_rejects_bad_period():
 
 # --------------------------------------------------------------------------------------
 # sensitivity
+def test_sensitivity_by_position_by_hand():
+    a = {"frames": np.arange(10), "h_cls": [5, 4, 3, 2, 1, 1, 2, 3, 4, 5], "q_cls": None}
+    # 7 frames split 2 / 2 / 1 / 1 / 1: frame 3, the lowest, is in the second part
+    d = {"frames": np.arange(7), "h_cls": [2, 2, 2, 1, 2, 2, 2], "q_cls": None}
+    short = {"frames": np.arange(3), "h_cls": [0, 0, 0], "q_cls": None}
+    table = viz.sensitivity_by_position([a, d, short], parts=5)
+    assert table["count"] == 2 and set(table) == {"count", "h_cls"}
+    # part means a: 4.5 2.5 1 2.5 4.5, d: 2 1.5 2 2 2
+    assert table["h_cls"]["means"] == pytest.approx([3.25, 2.0, 1.5, 2.25, 3.25])
+    # sd / mean: a sqrt(2) / 3; d sqrt(6/49) / (13/7); the median of two is their mean
+    spread = (math.sqrt(2) / 3 + math.sqrt(6 / 49) / (13 / 7)) / 2
+    assert table["h_cls"]["spread"] == pytest.approx(spread)
+    assert table["h_cls"]["lowest"] == [0, 1, 1, 0, 0]
+    with pytest.raises(ValueError, match="5 frames or more"):
+        viz.sensitivity_by_position([short])
+
+
+def test_sensitivity_profile_script_on_a_trained_checkpoint(viz_run):
+    data_dir, run_dir = viz_run
+    table = sensitivity_profile.profile(
+        str(run_dir / "checkpoints" / "best.ckpt"), tiny_overrides(data_dir), parts=3
+    )
+    curves = {"p_cls", "q_cls", "h_cls", "p_loc", "q_loc", "h_loc"}
+    assert set(table) == curves | {"count"} and table["count"] > 0
+    assert all(sum(table[c]["lowest"]) == table["count"] for c in curves)
+    # h = p + q frame by frame, so the part means add up too
+    for kind in ("cls", "loc"):
+        p, q, h = (np.array(table[f"{c}_{kind}"]["means"]) for c in "pqh")
+        assert h == pytest.approx(p + q, rel=1e-4)
+    text = sensitivity_profile.markdown(table, 3)
+    assert text.count("\n| `") == len(curves) and "| part 1 | part 2 | part 3 |" in text
+
+
 def longest_record(module, batch):
     records = module.eval_detector.sensitivity_maps(batch)
     return max(records, key=lambda r: len(r["frames"]))

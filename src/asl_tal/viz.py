@@ -244,6 +244,41 @@ def sensitivity_by_phase(per_instance: Sequence[Mapping[str, Mapping[str, float]
     return out
 
 
+def sensitivity_by_position(records: Sequence[Mapping], parts: int = 5) -> dict:
+    """How each curve runs across an action, start to end, over many instances.
+
+    Each instance's frames (records of ``ASLDetector.sensitivity_maps``, in frame order)
+    are split into ``parts`` nearly equal consecutive runs (``numpy.array_split``);
+    instances with fewer than ``parts`` frames are left out.
+
+    Returns:
+        ``{curve: {"means": [parts], "spread": float, "lowest": [parts]}}`` for the curves
+        present: the mean over instances of each part's mean, the median over instances of
+        the within-instance ``sd / mean``, and in how many instances the lowest frame lies
+        in each part; plus ``"count"``, the number of instances used.
+    """
+    used = [r for r in records if len(r["frames"]) >= parts]
+    if not used:
+        raise ValueError(f"sensitivity_by_position: no instance with {parts} frames or more")
+    out: dict = {"count": len(used)}
+    for name in SENSITIVITY_CURVES:
+        if used[0].get(name) is None:
+            continue
+        curves = [np.asarray(r[name], dtype=np.float64) for r in used]
+        split = [np.array_split(v, parts) for v in curves]
+        part_means = np.array([[p.mean() for p in runs] for runs in split])
+        lowest = np.zeros(parts, dtype=int)
+        for v, runs in zip(curves, split, strict=True):
+            part_of_frame = np.repeat(np.arange(parts), [len(p) for p in runs])
+            lowest[part_of_frame[np.argmin(v)]] += 1
+        out[name] = {
+            "means": part_means.mean(axis=0).tolist(),
+            "spread": float(np.median([v.std() / v.mean() for v in curves])),
+            "lowest": lowest.tolist(),
+        }
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # detections of one video
 def match_status(
