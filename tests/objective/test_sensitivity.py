@@ -62,6 +62,25 @@ def test_mean_normalisation_per_group():
         sens(t, torch.ones(5), seg, torch.zeros(5, dtype=torch.long))
 
 
+def test_mean_normalisation_of_a_gaussian_too_narrow_for_every_point():
+    """sigma 1e-3 far from both points: exp underflows to 0 on each, so p / mean(p) would be
+    0 / 0. Relative to the nearer point (x 0.25) the farther one (x 0.5) has
+    exp(-(0.5² - 0.25²) / 2e-6) = 0, so the weights are [2, 0]: mean 1, finite gradients."""
+    sens = ClassSensitivity(1, False, "mean")
+    with torch.no_grad():
+        sens.sigma_cls[0] = 1e-3
+        sens.sigma_L[0] = sens.sigma_R[0] = 1e-3
+    t = torch.tensor([1.0, 0.0])  # x = (2 - t) / 4 = 0.25 and 0.5
+    seg = torch.tensor([[0.0, 4.0]] * 2)
+    group = torch.zeros(2, dtype=torch.long)
+    p_cls, p_loc = sens(t, torch.ones(2), seg, torch.zeros(2, dtype=torch.long), group, 1)
+    assert p_cls.tolist() == pytest.approx([2.0, 0.0])
+    # p_loc: mu_L -0.5, mu_R 0.5 -> the farther point sits on mu_R and takes all the weight
+    assert p_loc.tolist() == pytest.approx([0.0, 2.0])
+    (p_cls.sum() + p_loc[1]).backward()
+    assert all(torch.isfinite(p.grad).all() for p in sens.parameters())
+
+
 def test_gradients_reach_gaussian_parameters():
     sens = ClassSensitivity(2, True, "none")
     p_cls, p_loc = sens(

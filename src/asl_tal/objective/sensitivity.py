@@ -17,6 +17,8 @@ all frames at least ``l4`` from a GT end, and only those ends are evaluated per 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,9 +27,40 @@ SENSITIVITY_MODES = ("none", "mean")
 EVALUATOR_MASKS = ("inside_gt", "positives")
 
 
+def log_gaussian(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``-(x - mu)^2 / (2 sigma^2)``, the log of :func:`gaussian`."""
+    return -((x - mu) ** 2) / (2 * sigma**2).clamp(min=1e-12)
+
+
 def gaussian(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """``exp(-(x - mu)^2 / (2 sigma^2))``: peak 1, not normalised."""
-    return torch.exp(-((x - mu) ** 2) / (2 * sigma**2).clamp(min=1e-12))
+    return torch.exp(log_gaussian(x, mu, sigma))
+
+
+def exp_over_group_mean(
+    log_values: torch.Tensor, group: torch.Tensor, num_groups: int
+) -> torch.Tensor:
+    """``exp(log_values)`` divided by its mean over each group, computed stably.
+
+    Each group's largest ``log_values`` is subtracted first (the ratio does not change), so
+    a group whose values would all underflow to 0 (a very narrow Gaussian far from every
+    point) still gives finite weights that average 1 instead of 0 / 0.
+
+    Args:
+        log_values: any shape.
+        group: same shape, int64 group ids in ``[0, num_groups)``, -1 for elements left out
+            (those get ``exp(log_values)``, as :func:`mean_per_group` divides them by 1).
+        num_groups: number of groups.
+    """
+    flat = log_values.reshape(-1)
+    flat_group = group.reshape(-1)
+    used = flat_group >= 0
+    index = flat_group.clamp(min=0)
+    peak = flat.new_full((num_groups,), -torch.inf).scatter_reduce(
+        0, index, torch.where(used, flat.detach(), -torch.inf), "amax"
+    )
+    shifted = torch.exp(flat - torch.where(used, peak[index], 0.0))
+    return (shifted / mean_per_group(shifted, flat_group, num_groups)).reshape(log_values.shape)
 
 
 def mean_per_group(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -111,17 +144,19 @@ class ClassSensitivity(nn.Module):
         """
         x = self.relative_position(t, stride, seg)
         cls = labels.clamp(min=0)
-        p_cls = gaussian(x, self.mu_cls[cls], self.sigma_cls[cls])
-        p_loc = 0.5 * (
-            gaussian(x, self.mu_L[cls], self.sigma_L[cls])
-            + gaussian(x, self.mu_R[cls], self.sigma_R[cls])
-        )
+        log_cls = log_gaussian(x, self.mu_cls[cls], self.sigma_cls[cls])
+        log_loc = torch.logaddexp(  # log of the mean of the two boundary Gaussians
+            log_gaussian(x, self.mu_L[cls], self.sigma_L[cls]),
+            log_gaussian(x, self.mu_R[cls], self.sigma_R[cls]),
+        ) - math.log(2.0)
         if self.normalize == "mean":
             if group is None:
                 raise ValueError("ClassSensitivity(normalize='mean') needs the group ids")
-            p_cls = p_cls / mean_per_group(p_cls, group, num_groups)
-            p_loc = p_loc / mean_per_group(p_loc, group, num_groups)
-        return p_cls, p_loc
+            return (
+                exp_over_group_mean(log_cls, group, num_groups),
+                exp_over_group_mean(log_loc, group, num_groups),
+            )
+        return log_cls.exp(), log_loc.exp()
 
     def class_parameters(self, label: int) -> dict[str, float]:
         """The six Gaussian parameters of one class, as floats (for plots)."""
