@@ -67,18 +67,12 @@ def test_optimizer_group_options_build_over_the_parameter_groups(option):
 
 
 def test_gaussian_lr_scale_from_the_config_reaches_the_optimizer():
-    cfg = compose("train", ["debug=tiny", "model.sensitivity.gaussian_lr_scale=20"])
-    module = ASLLitModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer),
-        scheduler=OmegaConf.to_container(cfg.scheduler),
-        postprocess=OmegaConf.to_container(cfg.postprocess),
-        evaluation=OmegaConf.to_container(cfg.evaluation),
-        class_names=["a", "b", "c"],
-    )
+    module = tiny_module(["model.sensitivity.gaussian_lr_scale=20"])
     optimizer = build_optimizer(module.detector, module.hparams.optimizer)
     scaled = [g for g in optimizer.param_groups if "lr_scale" in g]
-    assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(20 * cfg.optimizer.lr)
+    assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(
+        20 * module.hparams.optimizer["lr"]
+    )
     sens = module.detector.objective.class_sensitivity
     assert {id(p) for p in scaled[0]["params"]} == {id(p) for p in sens.parameters()}
 
@@ -101,10 +95,11 @@ def test_ema_decay_warms_up_and_averages():
     assert fixed.module.weight.item() == pytest.approx(0.9 * 3.0 + 0.1 * 10.0)
 
 
-@pytest.fixture
-def module():
+def tiny_module(overrides: list[str]) -> ASLLitModule:
+    """The module of ``debug=tiny`` (8-d inputs, 64 steps) with ``overrides``."""
     cfg = compose(
-        "train", overrides=["debug=tiny", "dataset.input_dim=8", "dataset.max_seq_len=64"]
+        "train",
+        overrides=["debug=tiny", "dataset.input_dim=8", "dataset.max_seq_len=64", *overrides],
     )
     return ASLLitModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -114,6 +109,11 @@ def module():
         evaluation=OmegaConf.to_container(cfg.evaluation),
         class_names=["a", "b", "c"],
     )
+
+
+@pytest.fixture
+def module():
+    return tiny_module([])
 
 
 def nan_batch() -> Batch:
