@@ -43,6 +43,8 @@ def smooth(features: np.ndarray, sigma: float) -> np.ndarray:
 
 def smooth_folder(src: Path, out: Path, sigma: float) -> int:
     """Smooth every ``src/*.npy`` into ``out``; returns the number of files written."""
+    if out.resolve() == src.resolve():
+        raise ValueError(f"{out} is the source folder: the smoothed files would replace it")
     files = sorted(src.glob("*.npy"))
     if not files:
         raise FileNotFoundError(f"no .npy feature files in {src}")

@@ -53,5 +53,8 @@ def test_folder_round_trip_and_a_bad_file_is_named(tmp_path):
     np.save(src / "video_b.npy", np.ones(8, dtype=np.float32))
     with pytest.raises(ValueError, match=re.escape("video_b.npy: expected a T × D array")):
         smooth_features.smooth_folder(src, out, 2.0)
+    with pytest.raises(ValueError, match="is the source folder"):
+        smooth_features.smooth_folder(src, src, 2.0)
+    np.testing.assert_array_equal(np.load(src / "video_a.npy"), 1.0)  # the source is kept
     with pytest.raises(ValueError, match="sigma must be > 0"):
         smooth_features.gaussian_kernel(0.0)
