@@ -89,7 +89,7 @@ LEGACY_DEFAULTS = {
 # checkpoint without them was trained with
 ADDED_KEYS = {
     "network": {"channel_pool": "sum", "channel_drop_path": False, "offset_activation": "relu"},
-    "sensitivity": {"weight_normalize": "none", "gaussian_lr_scale": 1.0},
+    "sensitivity": {"weight_normalize": "none", "gaussian_lr_scale": 1.0, "loc_sigma_init": 1.0},
 }
 
 

@@ -63,6 +63,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "model.sensitivity.evaluator_layers": NON_NEGATIVE,
     "model.sensitivity.evaluator_tile_len": POSITIVE,
     "model.sensitivity.gaussian_lr_scale": POSITIVE,
+    "model.sensitivity.loc_sigma_init": POSITIVE,
     "model.ascl.weight": NON_NEGATIVE,
     "model.ascl.k": POSITIVE,
     "model.ascl.num_background": NON_NEGATIVE,

@@ -132,6 +132,12 @@ MODEL_CASES = [
         0,
         "model.sensitivity.gaussian_lr_scale: must be > 0, got 0",
     ),
+    (
+        "sensitivity",
+        "loc_sigma_init",
+        -1,
+        "model.sensitivity.loc_sigma_init: must be > 0, got -1",
+    ),
     ("ascl", "k", 0, "model.ascl.k: must be > 0, got 0"),
     ("loss", "label_smoothing", 1.5, "model.loss.label_smoothing: must be in [0, 1], got 1.5"),
     (

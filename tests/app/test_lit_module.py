@@ -77,6 +77,14 @@ def test_gaussian_lr_scale_from_the_config_reaches_the_optimizer():
     assert {id(p) for p in scaled[0]["params"]} == {id(p) for p in sens.parameters()}
 
 
+def test_loc_sigma_init_from_the_config_reaches_the_gaussians():
+    sens = tiny_module(["model.sensitivity.loc_sigma_init=0.25"]).detector.objective
+    sens = sens.class_sensitivity
+    assert sens.sigma_L.tolist() == [0.25] * len(sens.sigma_L)
+    assert sens.sigma_R.tolist() == [0.25] * len(sens.sigma_R)
+    assert sens.sigma_cls.tolist() == [1.0] * len(sens.sigma_cls)
+
+
 def test_ema_decay_warms_up_and_averages():
     model = nn.Linear(1, 1, bias=False)
     nn.init.constant_(model.weight, 0.0)

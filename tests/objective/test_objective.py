@@ -247,6 +247,29 @@ def test_sensitivity_maps():
         assert rec["gaussians"]["mu_L"] == pytest.approx(-0.5)
 
 
+def test_narrow_loc_gaussians_send_the_ascl_loc_frames_to_the_boundaries():
+    """With ``loc_sigma_init`` 0.25 and no ``q``, ``h_loc`` on level 0 grows with |x| up to
+    the action's ends, so its two highest frames (what ASCL's ``f_loc`` averages first) are
+    the first and the last frame inside the GT; ``h_cls`` keeps its highest at the centre."""
+    out, points, batch = make_inputs(4)
+    objective = make_objective(
+        C, D, sensitivity={"normalize": "none", "instance_level": False, "loc_sigma_init": 0.25}
+    )
+    records = objective.sensitivity_maps(out, points, batch)
+    checked = 0
+    for rec in records:
+        frames = rec["frames"]
+        if len(frames) < 4:
+            continue
+        top_two = set(frames[torch.tensor(rec["h_loc"]).topk(2).indices.numpy()].tolist())
+        assert top_two == {frames.min(), frames.max()}
+        centre = 0.5 * sum(rec["segment"])
+        nearest = frames[abs(frames - centre).argmin()]
+        assert frames[torch.tensor(rec["h_cls"]).argmax()] == nearest
+        checked += 1
+    assert checked >= 3
+
+
 def test_point_table_mismatch_is_reported():
     out, points, batch = make_inputs(5)
     with pytest.raises(ValueError, match="point table"):

@@ -48,6 +48,20 @@ def test_initial_values_and_stride_switch():
     )
 
 
+def test_narrow_boundary_gaussians_make_p_loc_peak_at_the_boundaries():
+    """``loc_sigma_init`` 0.25 on ``[0, 10]``: at the ends (x = -0.5, 0.5) one Gaussian is
+    at its peak, p_loc = (1 + e^-8) / 2; at the centre both are 2 sigma away, p_loc = e^-2.
+    p_cls keeps its sigma 1."""
+    sens = ClassSensitivity(1, False, "none", loc_sigma_init=0.25)
+    assert sens.sigma_L.tolist() == [0.25] and sens.sigma_R.tolist() == [0.25]
+    t = torch.tensor([0.0, 5.0, 10.0])
+    seg = torch.tensor([[0.0, 10.0]] * 3)
+    p_cls, p_loc = sens(t, torch.ones(3), seg, torch.zeros(3, dtype=torch.long))
+    end = 0.5 * (1 + math.exp(-8))
+    assert p_loc.tolist() == pytest.approx([end, math.exp(-2), end], rel=1e-6)
+    assert p_cls.tolist() == pytest.approx([math.exp(-0.125), 1.0, math.exp(-0.125)], rel=1e-6)
+
+
 def test_mean_normalisation_per_group():
     sens = ClassSensitivity(2, True, "mean")
     t = torch.tensor([1.0, 2.0, 3.0, 10.0, 11.0])

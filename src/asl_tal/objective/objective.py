@@ -72,6 +72,7 @@ class ASLObjective(nn.Module):
                 sensitivity.divide_by_stride,
                 sensitivity.normalize,
                 sensitivity.gaussian_lr_scale,
+                sensitivity.loc_sigma_init,
             )
             if sensitivity.class_level
             else None

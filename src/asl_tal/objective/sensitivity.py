@@ -93,12 +93,20 @@ class ClassSensitivity(nn.Module):
         normalize: ``"none"`` or ``"mean"`` (rescale ``p`` to mean 1 within each group,
             e.g. a GT's positive points).
         lr_scale: the Gaussians' learning rate over the optimizer's (``optim.parameter_groups``).
+        loc_sigma_init: initial ``sigma`` of the start and end Gaussians of ``p_loc`` (the
+            released code: 1, which makes ``p_loc`` peak at the action's centre; below about
+            0.4 it peaks at the two boundaries).
     """
 
     weight_decay_params = ("mu_cls", "sigma_cls", "mu_L", "sigma_L", "mu_R", "sigma_R")
 
     def __init__(
-        self, num_classes: int, divide_by_stride: bool, normalize: str, lr_scale: float = 1.0
+        self,
+        num_classes: int,
+        divide_by_stride: bool,
+        normalize: str,
+        lr_scale: float = 1.0,
+        loc_sigma_init: float = 1.0,
     ) -> None:
         super().__init__()
         if normalize not in SENSITIVITY_MODES:
@@ -109,9 +117,9 @@ class ClassSensitivity(nn.Module):
         self.mu_cls = nn.Parameter(torch.zeros(num_classes))
         self.sigma_cls = nn.Parameter(torch.ones(num_classes))
         self.mu_L = nn.Parameter(torch.full((num_classes,), -0.5))
-        self.sigma_L = nn.Parameter(torch.ones(num_classes))
+        self.sigma_L = nn.Parameter(torch.full((num_classes,), float(loc_sigma_init)))
         self.mu_R = nn.Parameter(torch.full((num_classes,), 0.5))
-        self.sigma_R = nn.Parameter(torch.ones(num_classes))
+        self.sigma_R = nn.Parameter(torch.full((num_classes,), float(loc_sigma_init)))
 
     def relative_position(
         self, t: torch.Tensor, stride: torch.Tensor, seg: torch.Tensor

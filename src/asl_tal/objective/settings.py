@@ -37,6 +37,7 @@ class SensitivitySettings:
             each GT's, so the sensitivity moves weight between frames without changing the
             positives' total.
         gaussian_lr_scale: the learning rate of ``p``'s Gaussians over the optimizer's.
+        loc_sigma_init: initial ``sigma`` of ``p_loc``'s start and end Gaussians.
         detach_instance: ``q`` enters the weights detached.
         evaluator_mask: ``"inside_gt"`` or ``"positives"``.
         loc_weight_includes_cls: multiply the localisation weight by ``p_cls``.
@@ -50,6 +51,7 @@ class SensitivitySettings:
     normalize: Literal["none", "mean"]  # sensitivity.SENSITIVITY_MODES
     weight_normalize: Literal["none", "batch", "gt"]
     gaussian_lr_scale: float
+    loc_sigma_init: float
     detach_instance: bool
     evaluator_mask: Literal["inside_gt", "positives"]  # sensitivity.EVALUATOR_MASKS
     loc_weight_includes_cls: bool
