@@ -90,6 +90,7 @@ LEGACY_DEFAULTS = {
 ADDED_KEYS = {
     "network": {"channel_pool": "sum", "channel_drop_path": False, "offset_activation": "relu"},
     "sensitivity": {"weight_normalize": "none", "gaussian_lr_scale": 1.0, "loc_sigma_init": 1.0},
+    "ascl": {"memory_size": 0},
 }
 
 
@@ -111,7 +112,7 @@ def upgrade_hparams(hparams: dict) -> dict:
             **ADDED_KEYS["sensitivity"],
             **sensitivity,
         },
-        "ascl": {**LEGACY_DEFAULTS["ascl"], **model["ascl"]},
+        "ascl": {**LEGACY_DEFAULTS["ascl"], **ADDED_KEYS["ascl"], **model["ascl"]},
         "loss": dict(model["loss"]),
         "ema": dict(model["ema"]),
         "compile": bool(model.get("compile", False)),

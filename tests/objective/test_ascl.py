@@ -168,3 +168,43 @@ def test_bf16_autocast_leaves_the_loss_in_float32(mode):
             values.append(loss(feats, valid, segments, seg_mask, labels, h_cls, h_loc))
     assert values[1].dtype == torch.float32
     assert values[1].item() == pytest.approx(values[0].item(), rel=1e-6)
+
+
+def test_memory_queue_is_first_in_first_out():
+    loss = make_ascl(4, proj_dim=4, memory_size=3)
+    features = torch.eye(4)
+    loss._remember(features[:2], torch.tensor([5, 6]))
+    loss._remember(features[2:], torch.tensor([7, 8]))
+    # slots 0, 1 took 5, 6; then 7 went to slot 2 and 8 overwrote the oldest, slot 0
+    assert loss.memory_label.tolist() == [8, 6, 7]
+    assert torch.equal(loss.memory_z, features[[3, 1, 2]])
+    assert loss.memory_next.item() == 1
+    with pytest.raises(ValueError, match="memory_size"):
+        make_ascl(4, mode="windows", memory_size=3)
+
+
+def test_memory_gives_a_lone_anchor_positives_from_past_batches():
+    """One GT of class 0 in the batch; the queue holds a class-0 and a class-1 feature."""
+    e = torch.eye(4)
+    feats = e[0].repeat(12, 1).T[None].clone()  # background frames: e0
+    feats[0, :, 4:8] = e[1][:, None]  # the action's frames: e1
+    segments = torch.tensor([[[4.0, 7.0]]])
+    labels = torch.tensor([[0]])
+    valid = torch.ones(1, 12, dtype=torch.bool)
+    h = torch.rand(1, 1, 12)
+    loss = make_ascl(4, k=2, num_background=3, proj_dim=4, tau=0.5, memory_size=4)
+    identity_head(loss)
+    loss._remember(torch.stack([e[2], e[1]]), torch.tensor([0, 1]))
+    loss.eval()
+    got = loss(feats, valid, segments, torch.ones(1, 1, dtype=torch.bool), labels, h, h)
+    # anchor e1; positives: its own f_loc (s 1) and the stored class-0 e2 (s 0); negatives:
+    # three background e0 (s 0) and the stored class-1 e1 (s 1)
+    tau = 0.5
+    negatives = 3 * math.exp(0.0) + math.exp(1 / tau)
+    want = 0.5 * sum(-s / tau + math.log(math.exp(s / tau) + negatives) for s in (1.0, 0.0))
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    assert loss.memory_label.tolist() == [0, 1, -1, -1]  # evaluation leaves the queue alone
+    loss.train()
+    loss(feats, valid, segments, torch.ones(1, 1, dtype=torch.bool), labels, h, h)
+    assert loss.memory_label.tolist() == [0, 1, 0, -1]
+    assert torch.equal(loss.memory_z[2], e[1])

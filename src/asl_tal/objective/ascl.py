@@ -6,7 +6,10 @@ Two modes, both on the level-0 features:
   anchor ``f_cls``, the mean of the ``k`` highest ``h_loc`` is ``f_loc``; positives of an
   anchor are ``f_loc`` of every instance of its class in the batch; negatives are up to
   ``M`` background frames per video and the features of instances of other classes. A
-  Linear-ReLU-Linear head projects, then everything is L2-normalised.
+  Linear-ReLU-Linear head projects, then everything is L2-normalised. With
+  ``memory_size > 0`` the projected ``f_loc`` of earlier batches (detached, a first-in
+  first-out queue) join the candidates: positives when of the anchor's class, negatives
+  otherwise, so an anchor has positives from other videos even in a batch of two.
 - ``windows`` (the released prototype): per GT a centre window (``m +- r L``) and a
   boundary feature (mean of the first and last ``r L``), positives across GTs of the same
   label; windows of ``r L`` just outside the segment are negatives only. No projection.
@@ -90,6 +93,8 @@ class ASCLoss(nn.Module):
         tau: temperature; None = 0.1 (topk) / 0.07 (windows).
         proj_dim: projection width (topk mode; no head is built in windows mode).
         window_ratio: ``r`` of the windows mode.
+        memory_size: projected ``f_loc`` features of past batches kept as extra candidates
+            (topk mode; 0 = none, the released code).
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class ASCLoss(nn.Module):
         tau: float | None,
         proj_dim: int,
         window_ratio: float,
+        memory_size: int,
     ) -> None:
         super().__init__()
         self.weight = weight
@@ -118,6 +124,16 @@ class ASCLoss(nn.Module):
             if mode == "topk"
             else None
         )
+        if memory_size < 0 or (memory_size and mode != "topk"):
+            raise ValueError(
+                f"ASCLoss: memory_size must be >= 0, and 0 in windows mode, not {memory_size}"
+            )
+        self.memory_size = memory_size
+        if memory_size:
+            # saved in checkpoints, so a resumed run sees the queue it stopped with
+            self.register_buffer("memory_z", torch.zeros(memory_size, proj_dim))
+            self.register_buffer("memory_label", torch.full((memory_size,), -1))
+            self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
 
     def forward(
         self,
@@ -188,7 +204,27 @@ class ASCLoss(nn.Module):
             [same_class, torch.zeros_like(same_class), torch.zeros_like(bg_valid)], dim=1
         )
         neg_mask = torch.cat([other_class, other_class, bg_valid], dim=1)
-        return info_nce(z_cls, candidates, pos_mask, neg_mask, self.tau)
+        if self.memory_size:
+            flat_labels = labels.reshape(-1)
+            stored = self.memory_label >= 0
+            same = flat_labels[:, None] == self.memory_label[None, :]
+            in_batch = inst_valid[:, None] & stored[None, :]
+            candidates = torch.cat([candidates, self.memory_z])
+            pos_mask = torch.cat([pos_mask, in_batch & same], dim=1)
+            neg_mask = torch.cat([neg_mask, in_batch & ~same], dim=1)
+        loss = info_nce(z_cls, candidates, pos_mask, neg_mask, self.tau)
+        if self.memory_size and self.training:
+            self._remember(z_loc[inst_valid].detach(), labels.reshape(-1)[inst_valid])
+        return loss
+
+    @torch.no_grad()
+    def _remember(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write ``(n, e)`` features and ``(n,)`` labels into the queue, oldest out first."""
+        z, labels = z[-self.memory_size :], labels[-self.memory_size :]
+        slots = (self.memory_next + torch.arange(len(z), device=z.device)) % self.memory_size
+        self.memory_z[slots] = z.to(self.memory_z.dtype)
+        self.memory_label[slots] = labels
+        self.memory_next.copy_((self.memory_next + len(z)) % self.memory_size)
 
     def _windows(
         self,
