@@ -19,8 +19,8 @@ from asl_tal.lit_module import ASLLitModule
 LEGACY = json.loads((Path(__file__).parent / "legacy_hparams.json").read_text())
 
 
-def todays_module() -> ASLLitModule:
-    cfg = compose("train", ["debug=tiny", "dataset.input_dim=8"])
+def todays_module(*overrides: str) -> ASLLitModule:
+    cfg = compose("train", ["debug=tiny", "dataset.input_dim=8", *overrides])
     blocks = {
         key: OmegaConf.to_container(cfg[key], resolve=True)
         for key in ("model", "optimizer", "scheduler", "postprocess", "evaluation")
@@ -42,8 +42,14 @@ def test_legacy_hparams_map_onto_todays_blocks():
         **today["model"]["network"],
         "offset_activation": "relu",
     }
-    # the earlier layout stored tau 0.1, which topk mode (the default) also uses for null
-    assert upgraded["model"]["ascl"] == {**today["model"]["ascl"], "tau": 0.1}
+    # the earlier layout stored tau 0.1, which topk mode (the default) also uses for null;
+    # it trained with λ 0.1 and without the memory queue
+    assert upgraded["model"]["ascl"] == {
+        **today["model"]["ascl"],
+        "tau": 0.1,
+        "weight": 0.1,
+        "memory_size": 0,
+    }
     assert upgraded["model"]["sensitivity"]["evaluator_layers"] == LEGACY["model"]["l4"]
     assert upgraded["optimizer"] == today["optimizer"]
     assert upgraded["scheduler"] == today["scheduler"]
@@ -52,7 +58,7 @@ def test_legacy_hparams_map_onto_todays_blocks():
 
 
 def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
-    weights = todays_module().state_dict()
+    weights = todays_module("model.ascl.memory_size=0").state_dict()
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": LEGACY, "state_dict": weights}, path)
     module = load_checkpoint(path, ["a", "b", "c"], 8)

@@ -96,15 +96,20 @@ def test_experiment_config_composes(name):
         ("thumos_inst", False, True, 0.0),
         ("thumos_class", True, False, 0.0),
         ("thumos_asl", True, True, 0.0),
-        ("thumos_asl_ascl", True, True, 0.1),
+        ("thumos_asl_ascl", True, True, None),
     ],
 )
 def test_table_c_rows(name, class_level, instance_level, ascl_weight):
+    """The rows switch ASCL off, or (``None``) keep the model config's own ASCL block."""
     cfg = compose_train([f"experiment={name}"])
     assert cfg.dataset.name == "thumos14"
     assert cfg.model.sensitivity.class_level is class_level
     assert cfg.model.sensitivity.instance_level is instance_level
-    assert cfg.model.ascl.weight == pytest.approx(ascl_weight)
+    if ascl_weight is None:
+        assert cfg.model.ascl == compose_train([]).model.ascl
+        assert cfg.model.ascl.weight > 0
+    else:
+        assert cfg.model.ascl.weight == pytest.approx(ascl_weight)
 
 
 def test_command_line_beats_dataset_file():

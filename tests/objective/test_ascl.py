@@ -159,7 +159,7 @@ def test_bf16_autocast_leaves_the_loss_in_float32(mode):
     seg_mask = torch.ones(2, 2, dtype=torch.bool)
     labels = torch.tensor([[0, 1], [0, 1]])
     h_cls, h_loc = torch.rand(2, 2, 40), torch.rand(2, 2, 40)
-    loss = make_ascl(16, mode=mode, k=3, proj_dim=8)
+    loss = make_ascl(16, mode=mode, k=3, proj_dim=8).eval()  # eval: the queue stays empty
     valid = torch.ones(2, 40, dtype=torch.bool)
     values = []
     for enabled in (False, True):
@@ -181,6 +181,9 @@ def test_memory_queue_is_first_in_first_out():
     assert loss.memory_next.item() == 1
     with pytest.raises(ValueError, match="memory_size"):
         make_ascl(4, mode="windows", memory_size=3)
+    # null takes the mode's own size: a queue in topk mode, none in the windows prototype
+    assert make_ascl(4, memory_size=None).memory_size == 512
+    assert make_ascl(4, mode="windows", memory_size=None).memory_size == 0
 
 
 def test_memory_gives_a_lone_anchor_positives_from_past_batches():

@@ -25,6 +25,7 @@ from torch import nn
 
 ASCL_MODES = ("topk", "windows")
 DEFAULT_TAU = {"topk": 0.1, "windows": 0.07}
+DEFAULT_MEMORY = {"topk": 512, "windows": 0}
 
 
 def info_nce(
@@ -94,7 +95,7 @@ class ASCLoss(nn.Module):
         proj_dim: projection width (topk mode; no head is built in windows mode).
         window_ratio: ``r`` of the windows mode.
         memory_size: projected ``f_loc`` features of past batches kept as extra candidates
-            (topk mode; 0 = none, the released code).
+            (topk mode only); None = 512 (topk) / 0 (windows); 0 = no queue.
     """
 
     def __init__(
@@ -108,7 +109,7 @@ class ASCLoss(nn.Module):
         tau: float | None,
         proj_dim: int,
         window_ratio: float,
-        memory_size: int,
+        memory_size: int | None,
     ) -> None:
         super().__init__()
         self.weight = weight
@@ -124,6 +125,7 @@ class ASCLoss(nn.Module):
             if mode == "topk"
             else None
         )
+        memory_size = DEFAULT_MEMORY[mode] if memory_size is None else memory_size
         if memory_size < 0 or (memory_size and mode != "topk"):
             raise ValueError(
                 f"ASCLoss: memory_size must be >= 0, and 0 in windows mode, not {memory_size}"
