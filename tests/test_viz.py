@@ -149,6 +149,26 @@ def test_callback_without_logger_in_validate(trained, tmp_path):
     assert "sensitivity_1.png" not in names
 
 
+def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
+    """Plots on or off must not change a run: rendering restores the global RNG state."""
+    module, datamodule, _ = trained
+    callback = VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        callbacks=[callback],
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    callback.on_validation_end(trainer, module)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert (tmp_path / "plots" / "epoch_000" / "timeline_0.png").exists()
+
+
 def test_callback_rejects_bad_period():
     with pytest.raises(ValueError, match="every_n_epochs"):
         VisualizationCallback(every_n_epochs=0)

@@ -114,7 +114,12 @@ class VisualizationCallback(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._due(trainer) or not trainer.is_global_zero:
             return
-        figures, per_class = self.render(trainer, pl_module)
+        # Rendering draws from the global RNG (iterating the validation loader takes a seed),
+        # and the training that follows would see other draws (drop-path, ASCL's background
+        # frames): with the state restored, plots on or off give the same run.
+        cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            figures, per_class = self.render(trainer, pl_module)
         self._predictions = None
         self.log_figures(trainer, figures, per_class)
 
