@@ -132,17 +132,25 @@ def test_callback_ap_table_matches_logged_average_map(viz_run):
         assert mean == pytest.approx(logged[epoch], abs=1e-6)
 
 
-def test_callback_without_logger_in_validate(trained, tmp_path):
+def validate_with(callback: VisualizationCallback, trained, root: Path) -> L.Trainer:
+    """Run ``trainer.validate`` without a logger on the tiny checkpoint, with ``callback``."""
     module, datamodule, _ = trained
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        callbacks=[VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=2)],
+        default_root_dir=root,
+        callbacks=[callback],
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
+    return trainer
+
+
+def test_callback_without_logger_in_validate(trained, tmp_path):
+    validate_with(
+        VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=2), trained, tmp_path
+    )
     folder = tmp_path / "plots" / "epoch_000"
     names = {p.name for p in folder.iterdir()}
     assert {"sensitivity_0.png", "timeline_0.png", "timeline_1.png", "pr_curves.png"} <= names
@@ -151,20 +159,11 @@ def test_callback_without_logger_in_validate(trained, tmp_path):
 
 def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
     """Plots on or off must not change a run: rendering restores the global RNG state."""
-    module, datamodule, _ = trained
     callback = VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=1)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
-    trainer.validate(module, datamodule=datamodule, verbose=False)
+    trainer = validate_with(callback, trained, tmp_path)
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    callback.on_validation_end(trainer, module)
+    callback.on_validation_end(trainer, trained[0])
     assert torch.equal(torch.get_rng_state(), before)
     assert (tmp_path / "plots" / "epoch_000" / "timeline_0.png").exists()
 
