@@ -37,6 +37,14 @@ def test_each_row_sets_its_switches_on_any_dataset(row):
     assert cfg.dataset.name == "epic_verb"  # the row changes the model switches only
 
 
+@pytest.mark.parametrize("row", sorted(SWITCHES))
+def test_only_the_inst_row_normalises_h_per_gt(row):
+    """h = q alone has mean q (< 1) on the positives; the row rescales it to mean 1 per GT."""
+    cfg = compose("train", [f"ablation={row}"])
+    expected = "gt" if row == "inst" else "none"
+    assert cfg.model.sensitivity.weight_normalize == expected
+
+
 def write_job(sweep: Path, num: int, row: str, seed: int, average_map: float | None) -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
