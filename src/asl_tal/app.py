@@ -270,8 +270,9 @@ def write_test_results(
     datamodule: TALDataModule,
     directory: Path,
     subset: str,
+    weights: str,
 ) -> dict | None:
-    """Write ``results/<subset>_metrics.json`` (offline-scorer keys) and
+    """Write ``results/<subset>_metrics.json`` (:func:`write_test_metrics`) and
     ``results/<subset>_detections.json`` (ActivityNet results format) on rank 0.
 
     Each rank holds the detections of its share of the videos; they are gathered first. A
@@ -291,11 +292,31 @@ def write_test_results(
     detections_file = out / f"{subset}_detections.json"
     with writing(detections_file):
         write_activitynet_results(detections_file, dict(detections), datamodule.class_map)
+    write_test_metrics(trainer, module, directory, subset, weights)
+    return dict(detections)
+
+
+def write_test_metrics(
+    trainer: L.Trainer, module: ASLLitModule, directory: Path, name: str, weights: str
+) -> None:
+    """Write the last test's metrics to ``results/<name>_metrics.json`` on rank 0, with
+    ``weights`` (``best`` | ``last`` | the checkpoint evaluated) under the key ``weights``."""
+    if not trainer.is_global_zero:
+        return
+    out = directory / "results"
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_to_json(
         module.last_results["test"], list(module.evaluation["tiou_thresholds"]), module.class_names
     )
-    metrics_file = out / f"{subset}_metrics.json"
+    metrics["weights"] = weights
+    metrics_file = out / f"{name}_metrics.json"
     with writing(metrics_file):
         metrics_file.write_text(json.dumps(metrics, indent=2))
-    log.info("test average mAP %.4f; results written to %s", metrics["average_mAP"], out)
-    return dict(detections)
+    log.info(
+        "%s average mAP %.4f (%s weights) written to %s",
+        name,
+        metrics["average_mAP"],
+        weights,
+        metrics_file,
+    )

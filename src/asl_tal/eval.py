@@ -60,7 +60,9 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg, callbacks=False)
     with wandb_run(trainer, directory):  # one W&B run per job, also in a multirun
         trainer.test(module, datamodule=datamodule, weights_only=True)
-        detections = write_test_results(trainer, module, datamodule, directory, "test")
+        detections = write_test_results(
+            trainer, module, datamodule, directory, "test", str(cfg.ckpt_path)
+        )
         if detections is not None and output_format in EXTRA_OUTPUT_NAMES:
             path = directory / "results" / EXTRA_OUTPUT_NAMES[output_format]
             with writing(path):

@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -25,20 +26,28 @@ from asl_tal.app import (
     check_writable,
     run_dir,
     user_errors,
+    write_test_metrics,
     write_test_results,
     writing,
 )
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.conf import CONFIG_PATH
+from asl_tal.data.datamodules import TALDataModule
+from asl_tal.errors import UserInputError
+from asl_tal.lit_module import ASLLitModule
 from asl_tal.objective.settings import check_model_config
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
 
 log = logging.getLogger("asl_tal.train")
 
+TEST_WEIGHTS = ("auto", "best", "last")
+
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit on the training subset, validate every epoch, test the best checkpoint.
+    """Fit on the training subset, validate every epoch, then test (:func:`test_after_fit`):
+    the best checkpoint where it was selected on videos that are not test videos, else the
+    last epoch's weights.
 
     Before any work: a ``ckpt_path`` to resume from must be a readable local checkpoint
     (never a URL), and the run directory must not hold checkpoints of another run. Every
@@ -49,6 +58,10 @@ def train(cfg: DictConfig) -> float | None:
     else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
     """
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    if cfg.test_weights not in TEST_WEIGHTS:
+        raise UserInputError(
+            f"test_weights={cfg.test_weights}: expected one of {', '.join(TEST_WEIGHTS)}"
+        )
     resume = cfg.get("ckpt_path") or None
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
     directory = run_dir()
@@ -94,13 +107,62 @@ def train(cfg: DictConfig) -> float | None:
                 logged=trainer.callback_metrics,
             )
 
-        if cfg.get("test_after_fit", True) and not trainer.fast_dev_run:
-            checkpoint = trainer.checkpoint_callback
-            best = checkpoint.best_model_path if checkpoint is not None else ""
-            log.info("testing %s", best or "the final weights")
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            write_test_results(trainer, module, datamodule, directory, "test")
+        if cfg.test_after_fit and not trainer.fast_dev_run:
+            test_after_fit(cfg, trainer, module, datamodule, directory)
     return value
+
+
+def test_after_fit(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: ASLLitModule,
+    datamodule: TALDataModule,
+    directory: Path,
+) -> None:
+    """Test the weights that :func:`choose_test_weights` picks into ``results/test_*``.
+
+    When those are the best checkpoint and ``cfg.also_test_last`` is set, the last epoch's
+    weights (still in ``module``) are tested first, into ``results/test_last_metrics.json``,
+    so a run reports both the selected and the last-epoch test mAP.
+    """
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    weights, reason = choose_test_weights(cfg.test_weights, best, datamodule)
+    if weights == "best" and cfg.also_test_last:
+        log.info("testing the last epoch's weights")
+        trainer.test(module, datamodule=datamodule, weights_only=True)
+        write_test_metrics(trainer, module, directory, "test_last", "last")
+    log.info("testing %s: %s", best if weights == "best" else "the last epoch's weights", reason)
+    trainer.test(
+        module,
+        datamodule=datamodule,
+        ckpt_path=best if weights == "best" else None,
+        weights_only=True,
+    )
+    write_test_results(trainer, module, datamodule, directory, "test", weights)
+
+
+def choose_test_weights(setting: str, best: str, datamodule: TALDataModule) -> tuple[str, str]:
+    """``("best" | "last", why)``: the weights to test for ``cfg.test_weights``.
+
+    ``auto`` tests the best checkpoint only when it was selected on videos that are not
+    test videos (a ``val_subset`` apart from the test subset, or ``dataset.val_holdout``);
+    where the validation videos are test videos it tests the last epoch, since a checkpoint
+    picked on them is picked on the test set. ``best`` and ``last`` are taken as they are
+    (``best`` without a best checkpoint falls back to the last epoch).
+    """
+    if not best:
+        return "last", "no best checkpoint was kept"
+    if setting in ("best", "last"):
+        return setting, f"test_weights={setting}"
+    shared = set(datamodule.annotations("val")) & set(datamodule.annotations("test"))
+    if not shared:
+        return "best", "selected on validation videos that are not test videos"
+    return "last", (
+        f"{len(shared)} validation video(s) are test videos, so a checkpoint picked on them "
+        "would be picked on the test set (dataset.val_holdout=0.2 selects on held-out "
+        "training videos instead)"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
