@@ -45,13 +45,30 @@ def test_only_the_inst_row_normalises_h_per_gt(row):
     assert cfg.model.sensitivity.weight_normalize == expected
 
 
-def write_job(sweep: Path, num: int, row: str, seed: int, average_map: float | None) -> None:
+def write_job(
+    sweep: Path, num: int, row: str, seed: int, last: float | None, selected: float | None = None
+) -> None:
+    """A finished job as the train entry point leaves it: ``test_metrics.json`` of the tested
+    weights (the selected checkpoint's when there is one) and, beside a selected checkpoint,
+    ``test_last_metrics.json``. ``last`` None: a failed job (no metrics)."""
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- ablation={row}\n- seed={seed}\n")
-    if average_map is not None:
-        (job / "results").mkdir()
-        (job / "results" / "test_metrics.json").write_text(json.dumps({"average_mAP": average_map}))
+    if last is None:
+        return
+    results = job / "results"
+    results.mkdir()
+    if selected is None:
+        (results / "test_metrics.json").write_text(
+            json.dumps({"average_mAP": last, "weights": "last"})
+        )
+        return
+    (results / "test_metrics.json").write_text(
+        json.dumps({"average_mAP": selected, "weights": "best"})
+    )
+    (results / "test_last_metrics.json").write_text(
+        json.dumps({"average_mAP": last, "weights": "last"})
+    )
 
 
 def test_collect_means_sample_sd_and_failed_jobs(tmp_path):
@@ -63,15 +80,30 @@ def test_collect_means_sample_sd_and_failed_jobs(tmp_path):
     table = table_c.collect(tmp_path)
     assert list(table["rows"]) == ["baseline", "asl"]  # Table c order
     asl = table["rows"]["asl"]
-    assert asl["seeds"] == [0, 1, 2] and asl["values"] == [0.40, 0.50, 0.60]
-    assert asl["mean"] == pytest.approx(0.50)
-    assert asl["sd"] == pytest.approx(0.10)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    assert asl["seeds"] == [0, 1, 2] and asl["last"]["values"] == [0.40, 0.50, 0.60]
+    assert asl["last"]["mean"] == pytest.approx(0.50)
+    assert asl["last"]["sd"] == pytest.approx(0.10)  # sqrt(((-.1)^2 + 0 + .1^2) / 2)
+    assert asl["selected"]["mean"] is None  # these runs validated on their test videos
     baseline = table["rows"]["baseline"]
-    assert baseline["mean"] == pytest.approx(0.30) and baseline["sd"] is None
+    assert baseline["last"]["mean"] == pytest.approx(0.30) and baseline["last"]["sd"] is None
     assert baseline["failed_seeds"] == [1]
     text = table_c.markdown(table)
-    assert "| +ASL | 50.00 ± 10.00 | 0: 40.00, 1: 50.00, 2: 60.00 | — |" in text
-    assert "| baseline | 30.00 | 0: 30.00 | 1 |" in text
+    assert "| +ASL | 50.00 ± 10.00 | 0: 40.00, 1: 50.00, 2: 60.00 | — | — | — |" in text
+    assert "| baseline | 30.00 | 0: 30.00 | — | — | 1 |" in text
+
+
+def test_collect_reports_the_selected_checkpoint_beside_the_last_epoch(tmp_path):
+    write_job(tmp_path, 0, "asl", 0, last=0.70, selected=0.80)
+    write_job(tmp_path, 1, "asl", 1, last=0.60, selected=0.90)
+    asl = table_c.collect(tmp_path)["rows"]["asl"]
+    assert asl["last"]["values"] == [0.70, 0.60]
+    assert asl["selected"]["values"] == [0.80, 0.90]
+    assert asl["selected"]["mean"] == pytest.approx(0.85)
+    assert asl["selected"]["sd"] == pytest.approx(0.05 * 2**0.5)  # sqrt((.05^2 + .05^2) / 1)
+    text = table_c.markdown(table_c.collect(tmp_path))
+    assert (
+        "| +ASL | 65.00 ± 7.07 | 0: 70.00, 1: 60.00 | 85.00 ± 7.07 | 0: 80.00, 1: 90.00 |" in text
+    )
 
 
 @pytest.mark.slow  # two tiny trainings: in .ci/run's slow step
@@ -106,5 +138,7 @@ def test_two_rows_run_as_one_multirun(tmp_path):
     assert list(table["rows"]) == ["baseline", "asl"]
     for entry in table["rows"].values():
         assert entry["seeds"] == [0] and entry["failed_seeds"] == []
-        assert 0.0 <= entry["mean"] <= 1.0 and not math.isnan(entry["mean"])
-    assert (out / "table_c.md").read_text().startswith("| row | mean ± sd")
+        # the tiny config validates on its own subset: both scores are reported
+        for kind in ("last", "selected"):
+            assert 0.0 <= entry[kind]["mean"] <= 1.0 and not math.isnan(entry[kind]["mean"])
+    assert (out / "table_c.md").read_text().startswith("| row | last epoch")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from asl_tal.conf import compose
+
 from asl_tal.train import choose_test_weights, train
 
 
@@ -70,9 +71,7 @@ def read_metrics(path):
     return json.loads(path.read_text())
 
 
-def test_a_run_validating_on_its_test_videos_reports_the_last_epoch(
-    tmp_path, monkeypatch, caplog
-):
+def test_a_run_validating_on_its_test_videos_reports_the_last_epoch(tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="asl_tal")
     run = run_tiny(tmp_path, monkeypatch, "dataset.val_subset=[test]")
     metrics = read_metrics(run / "results" / "test_metrics.json")
@@ -82,9 +81,7 @@ def test_a_run_validating_on_its_test_videos_reports_the_last_epoch(
     assert "are test videos" in caplog.text
 
 
-def test_a_run_selecting_on_other_videos_reports_the_best_and_the_last_epoch(
-    tmp_path, monkeypatch
-):
+def test_a_run_selecting_on_other_videos_reports_the_best_and_the_last_epoch(tmp_path, monkeypatch):
     run = run_tiny(tmp_path, monkeypatch)  # validation and test subsets of their own
     assert read_metrics(run / "results" / "test_metrics.json")["weights"] == "best"
     last = read_metrics(run / "results" / "test_last_metrics.json")
