@@ -31,6 +31,7 @@ from asl_tal.app import (
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.objective.settings import check_model_config
+from asl_tal.run_log import closing_summary
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
 
@@ -100,6 +101,8 @@ def train(cfg: DictConfig) -> float | None:
             log.info("testing %s", best or "the final weights")
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             write_test_results(trainer, module, datamodule, directory, "test")
+    if trainer.is_global_zero:  # after the W&B run's closing output: the run's last line
+        log.info("%s", closing_summary(trainer, directory))
     return value
 
 
