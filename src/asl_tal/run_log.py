@@ -74,8 +74,8 @@ class EpochLog(Callback):
 
     A line reads, e.g.::
 
-        epoch 3/9  train loss 1.2345 (cls 0.6000, reg 0.4000)  val/average_mAP 0.4120
-        (best 0.4500, epoch 1)  12.3 s
+        epoch 3/9  train loss 1.2345 (cls 0.6, loc 0.4)  val/average_mAP 0.4120 (best 0.4500,
+        epoch 1)  12.3 s
 
     The train losses are the means over the epoch's optimizer steps of the values the module
     logs as ``train/*`` (steps skipped for a non-finite loss left out); the validation values
@@ -144,7 +144,7 @@ class EpochLog(Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        if outputs is None:  # a skipped step logs no loss
+        if not outputs:  # a step skipped for a non-finite loss returns none
             return
         self._steps += 1
         for key, value in trainer.callback_metrics.items():
@@ -194,7 +194,7 @@ class EpochLog(Callback):
         parts = [f"epoch {trainer.current_epoch}/{last}"]
         total = losses.get("train/loss")
         terms = ", ".join(
-            f"{key.removeprefix('train/')} {value:.4f}"
+            f"{key.removeprefix('train/')} {value:.4g}"
             for key, value in losses.items()
             if key != "train/loss"
         )
