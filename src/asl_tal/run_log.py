@@ -126,7 +126,8 @@ class EpochLog(Callback):
         if bar is not None and not on_terminal():
             bar.disable()
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after a resumed run's loop state is restored: current_epoch is the one it resumes at
         path = self.path(trainer)
         self.rows = []
         if trainer.current_epoch > 0 and path.is_file():  # resumed in its own folder

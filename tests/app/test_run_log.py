@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -158,10 +157,12 @@ class Scripted(L.LightningModule):
         return DataLoader(torch.zeros(1, 1), batch_size=1)
 
 
-def fit_scripted(root: Path) -> tuple[L.Trainer, EpochLog]:
+def fit_scripted(
+    root: Path, max_epochs: int = 3, ckpt_path: Path | None = None
+) -> tuple[L.Trainer, EpochLog]:
     epoch_log = EpochLog(monitor="val/average_mAP", mode="max", filename="metrics.csv")
     trainer = L.Trainer(
-        max_epochs=3,
+        max_epochs=max_epochs,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -169,7 +170,7 @@ def fit_scripted(root: Path) -> tuple[L.Trainer, EpochLog]:
         default_root_dir=root,
         callbacks=[epoch_log],
     )
-    trainer.fit(Scripted())
+    trainer.fit(Scripted(), ckpt_path=ckpt_path)
     return trainer, epoch_log
 
 
@@ -202,18 +203,19 @@ def test_epoch_lines_and_rows_by_hand(tmp_path, caplog):
 
 
 def test_a_run_resumed_in_its_folder_keeps_the_rows_before_its_epoch(tmp_path):
-    (tmp_path / "metrics.csv").write_text(
-        "epoch,step,val/average_mAP\n0,3,0.1\n1,6,0.4\n2,9,0.2\n3,12,0.3\n"
-    )
-    epoch_log = EpochLog(monitor="val/average_mAP", mode="max", filename="metrics.csv")
-    epoch_log.on_fit_start(SimpleNamespace(current_epoch=2, default_root_dir=tmp_path), None)
-    assert epoch_log.rows == [
-        {"epoch": 0, "step": 3, "val/average_mAP": 0.1},
-        {"epoch": 1, "step": 6, "val/average_mAP": 0.4},
-    ]
-    # a fresh run (epoch 0) starts an empty table
-    epoch_log.on_fit_start(SimpleNamespace(current_epoch=0, default_root_dir=tmp_path), None)
-    assert epoch_log.rows == []
+    first, _ = fit_scripted(tmp_path, max_epochs=2)
+    checkpoint = tmp_path / "last.ckpt"
+    first.save_checkpoint(checkpoint)
+    # a row the killed run wrote after its last checkpoint: the resumed run writes it again
+    with (tmp_path / "metrics.csv").open("a") as f:
+        f.write("2,9,0.0,0.25,99.0,99.0,0.99,0.99\n")
+    _, epoch_log = fit_scripted(tmp_path, max_epochs=3, ckpt_path=checkpoint)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["train/loss"]) for r in rows] == [2.0, 1.5, 2.0]
+    # the best of the epochs before the resume comes back with the checkpoint
+    assert [float(r["val/average_mAP_best"]) for r in rows] == pytest.approx([0.2, 0.5, 0.5])
+    assert (epoch_log.best, epoch_log.best_epoch) == (0.5, 1)
 
 
 @pytest.mark.parametrize("terminal", [True, False])
