@@ -37,6 +37,7 @@ LAYERS = {
     "callbacks": 5,
     "sweeps": 5,
     "tracking": 5,
+    "run_log": 5,
     "app": 6,
     "viz": 4,
     "conf": -1,

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import torch
 from asl_tal.conf import compose
 from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
 
 from asl_tal import viz
 from asl_tal.app import build_datamodule
@@ -98,12 +100,19 @@ def lines_by_gid(fig) -> dict[str, list]:
 
 # --------------------------------------------------------------------------------------
 # callback
-def test_callback_writes_pngs_each_epoch_of_csv_run(viz_run):
+def test_callback_writes_pngs_each_epoch_of_csv_run(viz_run, trained):
     _, run_dir = viz_run
+    batch = trained[2]
+    # the first validation batch's first video has the timeline; the sensitivity plots are of
+    # the two longest GT instances of that batch (rank, then video)
+    lengths = sorted(
+        ((len(r["frames"]), batch.meta[r["video"]].video_id) for r in sensitivity_records(trained)),
+        key=lambda item: -item[0],
+    )
     expected = {
-        "sensitivity_0.png",
-        "sensitivity_1.png",
-        "timeline_0.png",
+        f"sensitivity_0_{lengths[0][1]}.png",
+        f"sensitivity_1_{lengths[1][1]}.png",
+        f"timeline_{batch.meta[0].video_id}.png",
         "pr_curves.png",
         "per_class_ap.png",
         "per_class_ap.csv",
@@ -153,8 +162,10 @@ def test_callback_without_logger_in_validate(trained, tmp_path):
     )
     folder = tmp_path / "plots" / "epoch_000"
     names = {p.name for p in folder.iterdir()}
-    assert {"sensitivity_0.png", "timeline_0.png", "timeline_1.png", "pr_curves.png"} <= names
-    assert "sensitivity_1.png" not in names
+    first, second = (m.video_id for m in trained[2].meta[:2])
+    assert {f"timeline_{first}.png", f"timeline_{second}.png", "pr_curves.png"} <= names
+    assert len([n for n in names if n.startswith("sensitivity_0_")]) == 1
+    assert not [n for n in names if n.startswith("sensitivity_1_")]
 
 
 def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
@@ -165,7 +176,8 @@ def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
     before = torch.get_rng_state()
     callback.on_validation_end(trainer, trained[0])
     assert torch.equal(torch.get_rng_state(), before)
-    assert (tmp_path / "plots" / "epoch_000" / "timeline_0.png").exists()
+    video = trained[2].meta[0].video_id
+    assert (tmp_path / "plots" / "epoch_000" / f"timeline_{video}.png").exists()
 
 
 def test_callback_rejects_bad_period():
@@ -206,6 +218,11 @@ def test_sensitivity_profile_script_on_a_trained_checkpoint(viz_run):
         assert h == pytest.approx(p + q, rel=1e-4)
     text = sensitivity_profile.markdown(table, 3)
     assert text.count("\n| `") == len(curves) and "| part 1 | part 2 | part 3 |" in text
+
+
+def sensitivity_records(trained) -> list[dict]:
+    module, _, batch = trained
+    return module.eval_detector.sensitivity_maps(batch)
 
 
 def longest_record(module, batch):
@@ -462,7 +479,114 @@ def test_callback_logs_images_and_table_to_wandb(trained, tmp_path, monkeypatch)
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     logger.experiment.finish()
-    assert not (tmp_path / "plots").exists()
     images = {p.name.split("_")[0] for p in tmp_path.glob("wandb/*/files/media/images/viz/*.png")}
     assert images == {"sensitivity", "timeline", "pr", "per"}
+    # the run folder has the same figures as PNG files
+    files = {p.name.split("_")[0] for p in (tmp_path / "plots" / "epoch_000").glob("*.png")}
+    assert files == images
     assert list(tmp_path.glob("wandb/*/files/media/table/viz/per_class_AP*.table.json"))
+
+
+# --------------------------------------------------------------------------------------
+# names from the data are plain text, a figure that cannot be drawn is counted
+MATHTEXT = ["cls$_$0", "clip_$x^$", r"$\frac{a}$"]
+
+
+def test_matplotlib_rejects_these_names_as_mathtext():
+    """The names below would stop a plot if matplotlib parsed them."""
+    for name in MATHTEXT:
+        fig = Figure()
+        fig.text(0.5, 0.5, name)
+        with pytest.raises(ValueError):
+            viz.figure_to_array(fig)
+
+
+def test_mathtext_class_names_and_video_ids_are_drawn_as_written():
+    gt = VideoAnnotation(
+        "clip_$x^$",
+        "val",
+        100.0,
+        1.0,
+        np.array([[10.0, 20.0], [30.0, 40.0]]),
+        np.array([0, 1]),
+    )
+    dets = Detections(
+        torch.tensor([[10.0, 20.0], [30.0, 34.0]]), torch.tensor([0.9, 0.7]), torch.tensor([0, 2])
+    )
+    timeline = viz.plot_timeline(gt, dets, MATHTEXT)
+    detections = viz.plot_detections("clip_$x^$", 100.0, dets, MATHTEXT)
+    bars = viz.plot_per_class_ap(np.array([0.5, 0.2, 0.1]), MATHTEXT, [0.5])
+    pr = viz.plot_pr_curves(np.ones((1, 2)), np.array([[0.5, 1.0]]), [0.5], MATHTEXT[0])
+    for fig in (timeline, detections, bars, pr):
+        assert viz.figure_to_array(fig).std() > 0  # drawn
+    labels = [t.get_text() for t in timeline.axes[0].get_yticklabels()]
+    assert labels == ["cls$_$0", "clip_$x^$"]
+    assert timeline.axes[0].get_title() == "clip_$x^$: ground truth (2 segments)"
+    assert [t.get_text() for t in detections.axes[0].get_legend().get_texts()] == [
+        "cls$_$0",
+        r"$\frac{a}$",
+    ]
+    assert [t.get_text() for t in bars.axes[0].get_xticklabels()] == MATHTEXT
+    assert pr.axes[0].get_title() == "precision–recall, cls$_$0"
+
+
+def mathtext_copy(data_dir: Path, root: Path) -> Path:
+    """The tiny synthetic set under ``root`` with every class renamed ``action_06`` ->
+    ``cls$_$06`` and every validation video ``synth_validation_0024`` ->
+    ``clip_$x^$_0024`` (its feature file too)."""
+    source, target = data_dir / "synthetic_tiny", root / "synthetic_tiny"
+    shutil.copytree(source, target)
+    ann_path = target / "annotations.json"
+    data = json.loads(ann_path.read_text())
+    database = {}
+    for video_id, entry in data["database"].items():
+        for ann in entry["annotations"]:
+            ann["label"] = ann["label"].replace("action_", "cls$_$")
+        new_id = video_id.replace("synth_validation_", "clip_$x^$_")
+        if new_id != video_id:
+            (target / "features" / f"{video_id}.npy").rename(target / "features" / f"{new_id}.npy")
+        database[new_id] = entry
+    ann_path.write_text(json.dumps({**data, "database": database}))
+    return root
+
+
+def test_callback_draws_mathtext_class_names_and_video_ids(viz_run, trained, tmp_path, monkeypatch):
+    data_dir, _ = viz_run
+    module = trained[0]
+    cfg = compose("train", tiny_overrides(mathtext_copy(data_dir, tmp_path / "data")))
+    datamodule = build_datamodule(cfg, l3=module.detector.network.l3)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    names = list(datamodule.class_map.names)
+    assert names[0] == "cls$_$00"
+    monkeypatch.setattr(module, "class_names", names)
+    callback = VisualizationCallback(every_n_epochs=1, num_instances=2, num_videos=2)
+    trainer = validate_with(callback, (module, datamodule, None), tmp_path / "run")
+    assert trainer.state.finished
+    assert callback.failures == 0
+    folder = tmp_path / "run" / "plots" / "epoch_000"
+    timelines = sorted(p.name for p in folder.glob("timeline_*.png"))
+    first, second = (m.video_id for m in next(iter(datamodule.val_dataloader())).meta[:2])
+    assert "$" in first
+    # the file names replace what is not a letter, digit, '-', '_' or '.'
+    assert timelines == sorted(
+        f"timeline_{v.replace('$', '_').replace('^', '_')}.png" for v in (first, second)
+    )
+    for path in folder.glob("*.png"):
+        assert_png(path)
+
+
+def test_a_figure_that_cannot_be_drawn_is_counted_and_the_others_written(
+    trained, tmp_path, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise ValueError("cannot lay out")
+
+    monkeypatch.setattr(viz, "plot_pr_curves", broken)
+    callback = VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=1)
+    with caplog.at_level("WARNING", logger="asl_tal.callbacks"):
+        validate_with(callback, trained, tmp_path)
+    assert callback.failures == 1
+    assert "could not draw pr_curves (ValueError: cannot lay out)" in caplog.text
+    names = {p.name for p in (tmp_path / "plots" / "epoch_000").iterdir()}
+    assert "pr_curves.png" not in names and "per_class_ap.png" in names

@@ -32,6 +32,7 @@ from asl_tal.data.features import FeatureError
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
 from asl_tal.models.network import required_multiple
+from asl_tal.run_log import quiet_dependencies
 from asl_tal.settings import ConfigValueError
 from asl_tal.submission import write_activitynet_results
 from asl_tal.sweeps import SweepJobError
@@ -230,8 +231,11 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
 
     Without a logger there is no learning rate to monitor: that callback is left out. A
     callback set to null (``callbacks.last_checkpoint=null``) is left out too.
-    ``trainer.precision: auto`` is settled by :func:`choose_precision` and logged.
+    ``trainer.precision: auto`` is settled by :func:`choose_precision` and logged. The
+    dependencies' adverts and internal deprecations are filtered first
+    (:func:`asl_tal.run_log.quiet_dependencies`).
     """
+    quiet_dependencies()
     loggers = build_loggers(cfg)
     configured = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callback_list = [instantiate(c) for c in configured] if callbacks else []

@@ -1,12 +1,14 @@
 """Lightning callbacks of asl-tal.
 
 :class:`VisualizationCallback` renders, every few validation epochs, what the model learned
-(:mod:`asl_tal.viz`) and logs it: to W&B as images and a per-class AP table when a
-``WandbLogger`` is active, else as PNG files under ``<run dir>/plots/epoch_XXX/``.
+(:mod:`asl_tal.viz`) and writes it as PNG files (and the per-class AP as a CSV file) under
+``<run dir>/plots/epoch_XXX/``, named after what they show (``timeline_<video>.png``); when a
+``WandbLogger`` is active, the same images and a per-class AP table also go to W&B.
 
-Writing the plots never stops training: a plot or table that cannot be written (disk full,
-read-only folder, a W&B logging error) is logged as a warning and counted
-(``VisualizationCallback.failures``, logged as the metric ``viz/failures``).
+Plotting never stops training: a figure that cannot be drawn (a label matplotlib rejects, a
+value it cannot lay out) or written (disk full, read-only folder, a W&B logging error) is
+logged as a warning and counted (``VisualizationCallback.failures``, logged as the metric
+``viz/failures``).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class VisualizationCallback(Callback):
         self.dpi = dpi
         self._predictions: tuple[np.ndarray, ...] | None = None
         self._phase_table: dict[str, list[dict]] | None = None
-        self.failures = 0  # plots / tables that could not be written, over the whole run
+        self.failures = 0  # figures / tables not drawn or written, over the whole run
 
     def state_dict(self) -> dict:
         return {"failures": self.failures}
@@ -140,7 +142,8 @@ class VisualizationCallback(Callback):
     def render(
         self, trainer: L.Trainer, pl_module: L.LightningModule
     ) -> tuple[dict[str, Figure], list[tuple[str, float]]]:
-        """The figures (by name) and the per-class average AP rows ``(class, AP)``."""
+        """The figures (by file name, without ``.png``) and the per-class average AP rows
+        ``(class, AP)``. A figure that cannot be drawn is left out (:meth:`_draw`)."""
         figures: dict[str, Figure] = {}
         names = list(pl_module.class_names)
         datamodule = getattr(trainer, "datamodule", None)
@@ -154,8 +157,9 @@ class VisualizationCallback(Callback):
             record = records[i]
             meta = batch.meta[record["video"]]
             phases = viz.match_phases(record, meta, phase_table, names) if phase_table else None
-            figures[f"sensitivity_{rank}"] = viz.plot_sensitivity(
-                record, phases, meta, names[record["label"]]
+            name = f"sensitivity_{rank}_{viz.file_stem(meta.video_id)}"
+            self._draw(
+                figures, name, viz.plot_sensitivity, record, phases, meta, names[record["label"]]
             )
 
         if datamodule is not None and self.num_videos > 0:
@@ -164,8 +168,16 @@ class VisualizationCallback(Callback):
             for k, (meta, dets) in enumerate(zip(batch.meta, detections, strict=True)):
                 if k >= self.num_videos:
                     break
-                figures[f"timeline_{k}"] = viz.plot_timeline(
-                    gt[meta.video_id], dets, names, self.top_k, self.tiou_thresh
+                name = f"timeline_{viz.file_stem(meta.video_id)}"
+                self._draw(
+                    figures,
+                    name,
+                    viz.plot_timeline,
+                    gt[meta.video_id],
+                    dets,
+                    names,
+                    self.top_k,
+                    self.tiou_thresh,
                 )
 
         thresholds = [float(t) for t in pl_module.evaluation["tiou_thresholds"]]
@@ -179,19 +191,41 @@ class VisualizationCallback(Callback):
                 self.pr_class,
             )
             title = "all classes (micro)" if self.pr_class is None else names[self.pr_class]
-            figures["pr_curves"] = viz.plot_pr_curves(precision, recall, thresholds, title)
+            self._draw(
+                figures, "pr_curves", viz.plot_pr_curves, precision, recall, thresholds, title
+            )
 
         per_class: list[tuple[str, float]] = []
         result = getattr(pl_module, "last_results", {}).get("val")
         if result is not None:
             ap = result["per_class_AP"].double().cpu().numpy()
-            figures["per_class_ap"] = viz.plot_per_class_ap(ap, names, thresholds)
+            self._draw(figures, "per_class_ap", viz.plot_per_class_ap, ap, names, thresholds)
             per_class = [
                 (name, float(value))
                 for name, value in zip(names, ap.mean(axis=0), strict=True)
                 if not math.isnan(value)
             ]
         return figures, per_class
+
+    def _failed(self, what: str, err: BaseException) -> None:
+        self.failures += 1
+        log.warning(
+            "visualization: could not %s (%s: %s); training goes on (%d failures)",
+            what,
+            type(err).__name__,
+            err,
+            self.failures,
+        )
+
+    def _draw(
+        self, figures: dict[str, Figure], name: str, plot: Callable[..., Figure], *args
+    ) -> None:
+        """``figures[name] = plot(*args)``; a figure matplotlib cannot draw
+        (:data:`asl_tal.viz.DRAW_ERRORS`) is a warning and a failure counted."""
+        try:
+            figures[name] = plot(*args)
+        except viz.DRAW_ERRORS as err:
+            self._failed(f"draw {name}", err)
 
     def _write(
         self,
@@ -206,14 +240,7 @@ class VisualizationCallback(Callback):
         try:
             write(*args, **kwargs)
         except errors as err:
-            self.failures += 1
-            log.warning(
-                "visualization: could not write %s (%s: %s); training goes on (%d failures)",
-                what,
-                type(err).__name__,
-                err,
-                self.failures,
-            )
+            self._failed(f"write {what}", err)
             return False
         return True
 
@@ -223,19 +250,37 @@ class VisualizationCallback(Callback):
         figures: dict[str, Figure],
         per_class: list[tuple[str, float]],
     ) -> None:
-        """To every W&B logger, or (none active) as PNG + CSV under ``plots/epoch_XXX``.
+        """As ``<name>.png`` files and ``per_class_ap.csv`` under ``plots/epoch_XXX`` of the
+        run folder, and to every W&B logger (images ``viz/<name>``, table
+        ``viz/per_class_AP``).
 
-        A figure or table that cannot be written is skipped with a warning and counted in
-        :attr:`failures`; the count is logged as ``viz/failures`` to every logger.
+        A figure or table that cannot be drawn or written is skipped with a warning and
+        counted in :attr:`failures`; the count is logged as ``viz/failures`` to every logger.
         """
+        out = Path(trainer.default_root_dir) / "plots" / f"epoch_{trainer.current_epoch:03d}"
+        file_errors = (OSError, *viz.DRAW_ERRORS)
+        for name, fig in figures.items():
+            path = out / f"{name}.png"
+            self._write(str(path), file_errors, viz.figure_to_png, fig, path, self.dpi)
+        if per_class:
+            table = out / "per_class_ap.csv"
+            self._write(str(table), (OSError,), write_ap_table, table, per_class)
+
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         step = trainer.global_step
         errors = wandb_errors() if wandb_loggers else (OSError,)
         for logger in wandb_loggers:
             for name, fig in figures.items():
-                image = viz.figure_to_array(fig, self.dpi)
-                what = f"W&B image viz/{name}"
-                self._write(what, errors, logger.log_image, f"viz/{name}", [image], step=step)
+                self._write(
+                    f"W&B image viz/{name}",
+                    (*errors, *viz.DRAW_ERRORS),
+                    log_wandb_image,
+                    logger,
+                    name,
+                    fig,
+                    self.dpi,
+                    step,
+                )
             if per_class:
                 self._write(
                     "W&B table viz/per_class_AP",
@@ -246,14 +291,6 @@ class VisualizationCallback(Callback):
                     data=[list(row) for row in per_class],
                     step=step,
                 )
-        if not wandb_loggers:
-            out = Path(trainer.default_root_dir) / "plots" / f"epoch_{trainer.current_epoch:03d}"
-            for name, fig in figures.items():
-                path = out / f"{name}.png"
-                self._write(str(path), errors, viz.figure_to_png, fig, path, self.dpi)
-            if per_class:
-                table = out / "per_class_ap.csv"
-                self._write(str(table), errors, write_ap_table, table, per_class)
         for logger in trainer.loggers:
             self._write(
                 f"metric viz/failures to {type(logger).__name__}",
@@ -262,6 +299,11 @@ class VisualizationCallback(Callback):
                 {"viz/failures": float(self.failures)},
                 step=step,
             )
+
+
+def log_wandb_image(logger: WandbLogger, name: str, fig: Figure, dpi: int, step: int) -> None:
+    """``fig`` rendered at ``dpi`` as the W&B image ``viz/<name>`` at trainer step ``step``."""
+    logger.log_image(f"viz/{name}", [viz.figure_to_array(fig, dpi)], step=step)
 
 
 def write_ap_table(path: Path, per_class: list[tuple[str, float]]) -> None:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import pickletools
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +58,7 @@ from asl_tal.submission import (
     check_output_format,
     write_results,
 )
-from asl_tal.viz import figure_to_png, plot_detections
+from asl_tal.viz import DRAW_ERRORS, figure_to_png, file_stem, plot_detections
 
 log = logging.getLogger("asl_tal.predict")
 
@@ -455,7 +454,7 @@ def report_summary(report: PredictReport) -> None:
 def plot_file_name(video_id: str) -> str:
     """``<video_id>.png`` with every character but letters, digits, ``-``, ``_`` and ``.``
     replaced by ``_`` (an HDF5 dataset name may hold ``/``)."""
-    return re.sub(r"[^\w.-]", "_", video_id) + ".png"
+    return file_stem(video_id) + ".png"
 
 
 def write_plots(
@@ -467,19 +466,20 @@ def write_plots(
 ) -> tuple[list[Path], list[Skipped]]:
     """One :func:`~asl_tal.viz.plot_detections` PNG per video under ``directory``.
 
-    A plot that cannot be written (``OSError``: read-only folder, disk full, a file where
-    the folder belongs) is logged as a warning and returned among the failures; the others
-    are still drawn. Returns the files written and the failures.
+    A plot that cannot be drawn (:data:`~asl_tal.viz.DRAW_ERRORS`) or written (``OSError``:
+    read-only folder, disk full, a file where the folder belongs) is logged as a warning and
+    returned among the failures; the others are still drawn. Returns the files written and
+    the failures.
     """
     written: list[Path] = []
     failures: list[Skipped] = []
     for video_id, dets in detections.items():
         path = directory / plot_file_name(video_id)
-        fig = plot_detections(video_id, durations[video_id], dets, class_names, top_k)
         try:
+            fig = plot_detections(video_id, durations[video_id], dets, class_names, top_k)
             written.append(figure_to_png(fig, path))
-        except OSError as err:
-            reason = f"{type(err).__name__}: {err.strerror or err}"
+        except (OSError, *DRAW_ERRORS) as err:
+            reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
             failures.append(Skipped(str(path), reason))
             log.warning("could not write plot %s (%s); predictions go on", path, reason)
     return written, failures

@@ -180,6 +180,9 @@ def wandb_run(trainer: L.Trainer, directory: Path) -> Iterator[None]:
     succeeded = False
     try:
         for logger in loggers if rank_zero_only.rank == 0 else []:
+            # Lightning hands wandb.init an `anonymous` argument (None unless set), which W&B
+            # deprecates with a warning at every run; it has no effect either way
+            logger._wandb_init.pop("anonymous", None)
             runs.append(logger.experiment)  # starts the run
             runs[-1].define_metric(BEST_METRIC, summary="max", step_metric="trainer/global_step")
         results_dir = directory / "results"

@@ -36,6 +36,7 @@ from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.objective.settings import check_model_config
+from asl_tal.run_log import closing_summary
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
 
@@ -107,8 +108,11 @@ def train(cfg: DictConfig) -> float | None:
                 logged=trainer.callback_metrics,
             )
 
+        tested = None
         if cfg.test_after_fit and not trainer.fast_dev_run:
-            test_after_fit(cfg, trainer, module, datamodule, directory)
+            tested = test_after_fit(cfg, trainer, module, datamodule, directory)
+    if trainer.is_global_zero:  # after the W&B run's closing output: the run's last line
+        log.info("%s", closing_summary(trainer, directory, tested))
     return value
 
 
@@ -118,8 +122,9 @@ def test_after_fit(
     module: ASLLitModule,
     datamodule: TALDataModule,
     directory: Path,
-) -> None:
-    """Test the weights that :func:`choose_test_weights` picks into ``results/test_*``.
+) -> str:
+    """Test the weights that :func:`choose_test_weights` picks into ``results/test_*``;
+    returns which (``best`` | ``last``).
 
     When those are the best checkpoint and ``cfg.also_test_last`` is set, the last epoch's
     weights (still in ``module``) are tested first, into ``results/test_last_metrics.json``,
@@ -140,6 +145,7 @@ def test_after_fit(
         weights_only=True,
     )
     write_test_results(trainer, module, datamodule, directory, "test", weights)
+    return weights
 
 
 def choose_test_weights(setting: str, best: str, datamodule: TALDataModule) -> tuple[str, str]:

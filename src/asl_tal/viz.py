@@ -3,6 +3,8 @@
 Every plotting function builds a stand-alone :class:`matplotlib.figure.Figure` (no pyplot
 state, safe under the Agg backend and in worker processes) and returns it; nothing is shown.
 :func:`figure_to_png` and :func:`figure_to_array` turn a figure into a file or an image array.
+Names that come from the data (class names, video ids) are drawn as plain text, never parsed
+as mathtext or TeX: ``cls$_$0`` shows as it is written (:data:`PLAIN`).
 
 Sensitivity records are those of :meth:`asl_tal.detector.ASLDetector.sensitivity_maps`
 (one dict per GT instance, level-0 frames in grid units). The synthetic benchmark's annotation
@@ -13,6 +15,7 @@ file also records each instance's sub-phases (``start``, ``core``, ``end`` in se
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,6 +44,24 @@ PHASES = ("start", "core", "end")
 PHASE_COLORS = {"start": "tab:orange", "core": "tab:green", "end": "tab:purple"}
 CURVE_STYLE = {"p": ":", "q": "--", "h": "-"}
 MATCH_COLORS = {"match": "tab:green", "duplicate": "tab:orange", "miss": "tab:red"}
+# text properties of every label that can hold a name from the data: drawn as written
+# (matplotlib would otherwise read `$...$` as mathtext, or the whole text as TeX with usetex)
+PLAIN = {"parse_math": False, "usetex": False}
+# what matplotlib raises for a figure it cannot lay out or draw (a label it cannot parse, a
+# value it cannot place): callers that must go on without the figure catch these
+DRAW_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, OverflowError)
+
+
+def file_stem(name: str) -> str:
+    """``name`` with every character but letters, digits, ``-``, ``_`` and ``.`` replaced by
+    ``_``: a file name part for a video id (an HDF5 dataset name may hold ``/``)."""
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def plain_legend(legend) -> None:
+    """Draw the entries of ``legend`` (a matplotlib ``Legend``) as plain text (:data:`PLAIN`)."""
+    for text in legend.get_texts():
+        text.set(**PLAIN)
 
 
 # --------------------------------------------------------------------------------------
@@ -189,13 +210,13 @@ def plot_sensitivity(
                 )
         ax.set_ylabel(f"{title} sensitivity")
         ax.set_ylim(bottom=0.0)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+        plain_legend(ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small"))
         ax.grid(alpha=0.3)
     ax_loc.set_xlim(to_axis(a), to_axis(b))
     ax_loc.set_xlabel("time (s)" if meta is not None else "time (feature grid)")
     label = class_name if class_name is not None else f"class {instance_map['label']}"
     video = f"{meta.video_id}, " if meta is not None else ""
-    fig.suptitle(f"{label} ({video}[{to_axis(a):.1f}, {to_axis(b):.1f}])")
+    fig.suptitle(f"{label} ({video}[{to_axis(a):.1f}, {to_axis(b):.1f}])", **PLAIN)
     return fig
 
 
@@ -367,9 +388,9 @@ def plot_timeline(
         edgecolor="k",
         gid="gt",
     )
-    ax_gt.set_yticks(np.arange(len(gt_classes)), [class_names[c] for c in gt_classes])
+    ax_gt.set_yticks(np.arange(len(gt_classes)), [class_names[c] for c in gt_classes], **PLAIN)
     ax_gt.set_ylim(len(gt_classes) - 0.5, -0.5)
-    ax_gt.set_title(f"{gt.video_id}: ground truth ({len(gt.labels)} segments)")
+    ax_gt.set_title(f"{gt.video_id}: ground truth ({len(gt.labels)} segments)", **PLAIN)
 
     if num_det:
         det_segments = top.segments.double().numpy()
@@ -392,6 +413,7 @@ def plot_timeline(
                 for c, s, t in zip(top.labels.tolist(), top.scores.tolist(), best, strict=True)
             ],
             fontsize="small",
+            **PLAIN,
         )
         ax_det.set_ylim(num_det - 0.5, -0.5)
     else:
@@ -449,18 +471,21 @@ def plot_detections(
             np.arange(num_det),
             [f"{class_names[c]}  {s:.2f}" for c, s in zip(labels, scores, strict=True)],
             fontsize="small",
+            **PLAIN,
         )
         ax.set_ylim(num_det - 0.5, -0.5)
         shown = sorted(set(labels.tolist()))
-        ax.legend(
-            handles=[Patch(color=class_colour(c), label=class_names[c]) for c in shown],
-            loc="lower right",
-            fontsize="small",
+        plain_legend(
+            ax.legend(
+                handles=[Patch(color=class_colour(c), label=class_names[c]) for c in shown],
+                loc="lower right",
+                fontsize="small",
+            )
         )
     else:
         ax.text(0.5, 0.5, "no detections", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
-    ax.set_title(f"{video_id}: top {num_det} detections (opacity: score)")
+    ax.set_title(f"{video_id}: top {num_det} detections (opacity: score)", **PLAIN)
     ax.set_xlim(0.0, duration)
     ax.set_xlabel("time (s)")
     return fig
@@ -548,7 +573,7 @@ def plot_pr_curves(
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(f"precision–recall, {title}")
+    ax.set_title(f"precision–recall, {title}", **PLAIN)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
     return fig
@@ -581,7 +606,7 @@ def plot_per_class_ap(
     if len(heights):
         ax.axhline(heights.mean(), color="k", ls="--", lw=1, label=f"mean {heights.mean():.3f}")
         ax.legend(fontsize="small")
-    ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize="small")
+    ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize="small", **PLAIN)
     ax.set_ylim(0.0, 1.0)
     ax.set_ylabel("AP")
     thr = ", ".join(f"{t:g}" for t in thresholds)

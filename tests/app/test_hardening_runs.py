@@ -443,7 +443,9 @@ def test_wandb_media_errors_are_counted_not_raised(tmp_path):
     callback.log_figures(trainer, figures, [("jump", 0.5)])
     assert callback.failures == 3  # two images, one table
     assert logged == [{"viz/failures": 3.0}]
-    assert not (tmp_path / "plots").exists()  # W&B active: no PNG fallback
+    # the run folder has them all the same
+    folder = tmp_path / "plots" / "epoch_000"
+    assert {p.name for p in folder.iterdir()} == {"a.png", "b.png", "per_class_ap.csv"}
 
 
 def test_an_error_in_a_data_loader_worker_is_one_line(tmp_path):

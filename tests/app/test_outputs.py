@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from asl_tal.conf import compose
 from conftest import read_json, run_entry, tiny
 from matplotlib.colors import to_rgba
 
 from asl_tal.data.annotations import ClassMap
 from asl_tal.postprocess.decode import Detections
-from asl_tal.predict import OutputError, check_output, is_predict_output
+from asl_tal.predict import OutputError, check_output, is_predict_output, predict, write_plots
 from asl_tal.submission import write_results
 from asl_tal.viz import plot_detections
 
@@ -195,3 +196,44 @@ def test_predict_overwrites_its_own_layouts_only(tmp_path, output_format):
         assert not is_predict_output(tmp_path / other)
         with pytest.raises(OutputError, match="is not a predict results file"):
             check_output(tmp_path / other, [])
+
+
+def test_predict_plots_a_video_whose_id_holds_mathtext(trained_run, tmp_path, monkeypatch):
+    """``clip_$x^$`` would stop matplotlib's mathtext parser; the plot is drawn as written."""
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "clip_$x^$.npy", np.random.default_rng(0).normal(size=(90, 64)), False)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(
+        "predict",
+        [
+            "debug=tiny",
+            "trainer.accelerator=cpu",
+            f"paths.output_dir={tmp_path}",
+            f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+            f"input={feats}",
+            "plot=true",
+        ],
+    )
+    report = predict(cfg)
+    assert report.plot_failures == []
+    assert report.plots == [tmp_path / "plots" / "clip__x__.png"]
+    assert report.plots[0].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_predict_plots_mathtext_class_names_and_counts_a_plot_it_cannot_draw(tmp_path, monkeypatch):
+    dets = Detections(torch.tensor([[1.0, 4.0]]), torch.tensor([0.9]), torch.tensor([1]))
+    names = ["cls$_$0", "clip_$x^$"]
+    written, failures = write_plots(tmp_path, {"v": dets}, {"v": 10.0}, names, top_k=5)
+    assert written == [tmp_path / "v.png"] and failures == []
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot lay out")
+
+    monkeypatch.setattr("asl_tal.predict.plot_detections", broken)
+    written, failures = write_plots(tmp_path, {"v": dets, "w": dets}, {"v": 1, "w": 1}, names, 5)
+    assert written == []
+    assert [(f.what, f.reason) for f in failures] == [
+        (str(tmp_path / "v.png"), "ValueError: cannot lay out"),
+        (str(tmp_path / "w.png"), "ValueError: cannot lay out"),
+    ]

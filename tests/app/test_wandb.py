@@ -142,20 +142,29 @@ def one_job(directory: Path) -> SimpleNamespace:
     )
 
 
+def written_records(job_dir: Path) -> list:
+    """The records of the finished offline run under ``job_dir``. ``run.finish()`` returns
+    before W&B's service process has written the whole file; ``wandb.teardown()`` waits for
+    that process to shut down, its files closed (the next run starts a new one)."""
+    wandb.teardown()
+    return wandb_records(offline_run_file(job_dir))
+
+
 def test_a_failing_job_finishes_its_run_and_the_next_job_gets_its_own(tmp_path, offline_wandb):
     failing = tmp_path / "job0"
     with pytest.raises(RuntimeError, match="diverged"), wandb_run(one_job(failing), failing):
         raise RuntimeError("diverged")
     assert wandb.run is None
-    (exit_record,) = of_type(wandb_records(offline_run_file(failing)), "exit")
+    first = written_records(failing)
+    (exit_record,) = of_type(first, "exit")
     assert exit_record.exit_code == 1
 
     following = tmp_path / "job1"
     with wandb_run(one_job(following), following):
         wandb.run.log({"val/average_mAP": 0.5})
     assert wandb.run is None
-    first_id = of_type(wandb_records(offline_run_file(failing)), "run")[0].run_id
-    second_id = of_type(wandb_records(offline_run_file(following)), "run")[0].run_id
+    first_id = of_type(first, "run")[0].run_id
+    second_id = of_type(written_records(following), "run")[0].run_id
     assert first_id != second_id
 
 
