@@ -104,11 +104,12 @@ def test_a_run_ends_with_its_summary_line(batch_run):
     proc, run_dir = batch_run
     rows = read_rows(run_dir / "metrics.csv")
     best = max(rows, key=lambda r: float(r["val/average_mAP"]))
-    test = read_json(run_dir / "results" / "test_metrics.json")["average_mAP"]
+    tested = read_json(run_dir / "results" / "test_metrics.json")
     last = proc.stdout.rstrip().splitlines()[-1]
     assert last.endswith(
         f"done: best val/average_mAP {float(best['val/average_mAP']):.4f} "
-        f"(epoch {best['epoch']}), test average mAP {test:.4f}; run folder {run_dir}"
+        f"(epoch {best['epoch']}), test average mAP {tested['average_mAP']:.4f} "
+        f"({tested['weights']} weights); run folder {run_dir}"
     )
 
 
