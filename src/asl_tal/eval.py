@@ -68,6 +68,12 @@ def evaluate(cfg: DictConfig) -> dict:
     prepare_results_dir(directory)
     hparams = checkpoint_hparams(cfg.ckpt_path)
     cfg = with_checkpoint_settings(cfg, hparams, command_line_overrides())
+    log.info(
+        "dataset %s at %s, test subset %s",
+        cfg.dataset.name,
+        cfg.dataset.root,
+        cfg.dataset.test_subset,
+    )
     module = load_checkpoint(
         cfg.ckpt_path,
         postprocess=OmegaConf.to_container(cfg.postprocess, resolve=True),

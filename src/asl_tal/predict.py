@@ -517,6 +517,12 @@ def predict(cfg: DictConfig) -> PredictReport:
     check_output(output, inventory.files)
     cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
     data = cfg.dataset
+    log.info(
+        "feature grid of dataset %s: width %s, stride %s",
+        data.name,
+        data.input_dim,
+        data.feat_stride,
+    )
     if OmegaConf.is_list(data.input_dim):
         raise UserInputError(
             "predict reads single-stream features; this checkpoint's dataset has several streams"

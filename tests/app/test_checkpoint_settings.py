@@ -14,10 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from asl_tal.conf import compose
 
 from asl_tal import eval as eval_entry
 from asl_tal import predict as predict_entry
 from asl_tal import train as train_entry
+from asl_tal.checkpoints import (
+    checkpoint_hparams,
+    load_checkpoint,
+    run_dataset_name,
+    with_checkpoint_settings,
+)
 
 WIDTH = 16
 CLASSES = ["jump", "run", "sit"]
@@ -173,12 +180,53 @@ def test_a_width_mismatch_names_the_override_to_pass(custom_run, tmp_path, monke
     )
 
 
-def test_a_checkpoint_without_a_stored_dataset_uses_the_config(custom_run, tmp_path):
-    """Checkpoints written before runs stored their dataset still load (upgrade table)."""
-    from asl_tal.checkpoints import checkpoint_hparams
-
+def test_a_checkpoint_without_a_stored_dataset_still_loads(custom_run, tmp_path):
+    """Checkpoints written before runs stored their dataset load through the upgrade table
+    (eval and predict then use the config's dataset block)."""
     ckpt = torch.load(custom_run / "checkpoints" / "best.ckpt", weights_only=True)
     del ckpt["hyper_parameters"]["dataset"]
     old = tmp_path / "old.ckpt"
     torch.save(ckpt, old)
     assert checkpoint_hparams(old)["dataset"] is None
+    assert load_checkpoint(old).class_names == CLASSES
+
+
+def test_the_command_line_picks_keys_or_whole_blocks():
+    overrides = [
+        "dataset.batch_size=7",
+        "~dataset.default_fps",
+        "+dataset.extra=1",
+        "postprocess=anet",
+    ]
+    cfg = compose("eval", ["ckpt_path=x.ckpt", *overrides])
+    stored = {"name": "mine", "root": "/data/mine", "batch_size": 2, "default_fps": 30.0}
+    hparams = {
+        "dataset": stored,
+        "postprocess": {"iou_threshold": 0.123},
+        "evaluation": {"tiou_thresholds": [0.5]},
+    }
+    out = with_checkpoint_settings(cfg, hparams, overrides)
+    # the checkpoint's block with the three keys the command line gave
+    assert dict(out.dataset) == {"name": "mine", "root": "/data/mine", "batch_size": 7, "extra": 1}
+    # postprocess=anet: the config file's block, not the checkpoint's
+    assert out.postprocess == compose("eval", ["ckpt_path=x.ckpt", "postprocess=anet"]).postprocess
+    assert list(out.evaluation) == ["tiou_thresholds"] and out.evaluation.tiou_thresholds == [0.5]
+    assert stored == {"name": "mine", "root": "/data/mine", "batch_size": 2, "default_fps": 30.0}
+
+
+@pytest.mark.parametrize(
+    ("stored_name", "overrides", "expected"),
+    [
+        ("mine", [], "mine"),
+        ("mine", ["dataset=thumos14"], "configured"),  # the command line named the dataset
+        ("mine", ["dataset.name=other"], "configured"),
+        ("../../elsewhere", [], "configured"),  # a folder name, never a path
+        (None, [], "configured"),  # nothing stored
+    ],
+)
+def test_the_run_folder_name(tmp_path, stored_name, overrides, expected):
+    path = tmp_path / "x.ckpt"
+    dataset = None if stored_name is None else {"name": stored_name}
+    torch.save({"hyper_parameters": {"dataset": dataset}, "state_dict": {}}, path)
+    assert run_dataset_name(str(path), "configured", overrides) == expected
+    assert run_dataset_name(str(tmp_path / "missing.ckpt"), "configured", []) == "configured"
