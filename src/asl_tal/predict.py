@@ -507,6 +507,10 @@ def predict(cfg: DictConfig) -> PredictReport:
     run when no video could be read (nothing is written then).
     """
     local_checkpoint_path(cfg.get("ckpt_path"))
+    if OmegaConf.is_missing(cfg, "input"):
+        raise UserInputError(
+            "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them"
+        )
     output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)
     if cfg.plot:
