@@ -24,6 +24,20 @@ _RUN_SUFFIX = secrets.token_hex(2)
 OmegaConf.register_new_resolver("run_suffix", lambda: _RUN_SUFFIX, replace=True, use_cache=True)
 
 
+def _run_dataset_name(ckpt_path: str | None, configured: str) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    from asl_tal.checkpoints import run_dataset_name  # torch: imported when first resolved
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return run_dataset_name(ckpt_path, configured, overrides)
+
+
+# `${run_dataset_name:${ckpt_path},${dataset.name}}`: eval's and predict's run folders are
+# named after the dataset the checkpoint was trained on
+OmegaConf.register_new_resolver("run_dataset_name", _run_dataset_name, replace=True)
+
+
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:
     """The composed config ``config_name`` with command-line style ``overrides``."""
     from hydra import compose as hydra_compose

@@ -77,7 +77,9 @@ def test_cli_end_to_end(tmp_path: Path, capsys, caplog) -> None:
     for name, ap in expected_ap.items():
         assert written["per_class_AP"][name] == pytest.approx(ap, abs=1e-12)
     table = capsys.readouterr().out
-    assert f"{expected[0] * 100:6.2f}" in table and "average" in table
+    # fractions, as the JSON and every other output: 0.4185 at tIoU 0.5
+    assert f"0.50    {expected[0]:.4f}\n" in table
+    assert f"average {sum(expected) / 2:.4f}" in table
     assert "1 predictions on 1 videos outside" in caplog.text
     assert "2 predictions with 2 labels that have no GT" in caplog.text
 
@@ -101,7 +103,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
         text=True,
         check=True,
     )
-    assert f"{(34 / 45 + 0.5) / 3 * 100:6.2f}" in proc.stdout
+    assert f"0.50    {(34 / 45 + 0.5) / 3:.4f}\n" in proc.stdout
 
 
 def test_empty_predictions_give_zero(tmp_path: Path) -> None:

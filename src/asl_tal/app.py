@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 import asl_tal.conf  # noqa: F401  (registers the config resolvers)
+from asl_tal.checkpoints import stored_dataset
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.data.features import FeatureError
@@ -96,6 +97,11 @@ def one_line_message(err: BaseException) -> str:
         return text
     last = text.rstrip().splitlines()[-1]  # "FeatureError: <the original message>"
     return last.split(": ", 1)[1] if ": " in last else last
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides this Hydra job was given on the command line ([] outside Hydra)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def run_dir() -> Path:
@@ -175,6 +181,7 @@ def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
         class_counts=None if class_agnostic else [int(c) for c in datamodule.train_class_counts],
         num_model_classes=datamodule.num_model_classes,
         seed=int(cfg.seed),
+        dataset=stored_dataset(cfg),
     )
 
 

@@ -5,13 +5,16 @@ the meta device before anything real is allocated.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
@@ -68,6 +71,8 @@ MAX_CLASSES = 100_000
 # "s3://", "file://", "simplecache::..."), a "data:" URL, Lightning's "registry:" names.
 # A one-letter scheme is a Windows drive ("C:\...") and stays a path.
 _REMOTE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:|::")
+# a dataset name that can name a run folder
+_FOLDER_NAME = re.compile(r"\w[\w.-]*")
 
 
 # Keys that checkpoints written before the config tree was split into blocks (network,
@@ -94,8 +99,18 @@ ADDED_KEYS = {
 }
 
 
+# top-level hyper-parameters added after a checkpoint layout, with the value a checkpoint
+# without them gets: no stored dataset block (eval and predict then use the config's)
+ADDED_HPARAMS = {"dataset": None}
+
+# the blocks eval and predict take from the checkpoint: the data it was trained on, how it
+# decodes detections and how it was scored
+CHECKPOINT_BLOCKS = ("dataset", "postprocess", "evaluation")
+
+
 def upgrade_hparams(hparams: dict) -> dict:
     """The hyper-parameters of a checkpoint in today's layout (older layouts converted)."""
+    hparams = {**ADDED_HPARAMS, **hparams}
     model = dict(hparams["model"])
     if "network" in model:
         for block, added in ADDED_KEYS.items():
@@ -142,14 +157,86 @@ def check_trained_on(
     if class_names is not None and trained_classes != list(class_names):
         raise CheckpointMismatchError(
             f"{path}: trained on {len(trained_classes)} classes ({trained_classes[:3]}...), the "
-            f"current dataset has {len(class_names)} ({list(class_names)[:3]}...)"
+            f"current dataset has {len(class_names)} ({list(class_names)[:3]}...); give the "
+            "annotations it was trained on (dataset.json_file=..., or the dataset=<name> it "
+            "was trained with)"
         )
     trained_dim = hparams["model"]["network"]["input_dim"]
     if input_dim is not None and trained_dim != input_dim:
         raise CheckpointMismatchError(
             f"{path}: trained on features of width {trained_dim}, the current dataset has "
-            f"dataset.input_dim={input_dim}"
+            f"dataset.input_dim={input_dim}; pass dataset.input_dim={_as_override(trained_dim)} "
+            f"with features of that width"
         )
+
+
+def _as_override(value: int | list[int]) -> str:
+    """A feature width as a command-line value: ``2048`` or ``[1536,2304]``."""
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list | tuple) else str(value)
+
+
+def stored_dataset(cfg: DictConfig) -> dict:
+    """``cfg.dataset`` resolved, as a checkpoint stores it: ``root`` made absolute against the
+    working directory, so eval and predict find the data from anywhere (the other paths are
+    relative to ``root`` unless absolute)."""
+    block = OmegaConf.to_container(cfg.dataset, resolve=True)
+    block["root"] = os.path.abspath(os.path.expanduser(block["root"]))
+    return block
+
+
+def with_checkpoint_settings(
+    cfg: DictConfig, hparams: Mapping, overrides: Sequence[str]
+) -> DictConfig:
+    """``cfg`` with each block of :data:`CHECKPOINT_BLOCKS` that ``hparams`` (today's layout)
+    holds in place of the config file's, the command line's ``overrides`` still winning:
+    ``dataset=<name>`` keeps the config file's whole block, ``dataset.KEY=VALUE`` (also
+    ``+``/``++``) sets one key of the checkpoint's block, ``~dataset.KEY`` removes it."""
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    out = cfg.copy()
+    for block in CHECKPOINT_BLOCKS:
+        stored = hparams[block]
+        if stored is None or any(o.key_or_group == block for o in parsed):
+            continue
+        merged = OmegaConf.create(dict(stored))
+        for override in parsed:
+            key = override.key_or_group
+            if not key.startswith(f"{block}."):
+                continue
+            inner = key[len(block) + 1 :]
+            if override.is_delete():
+                parent, _, name = inner.rpartition(".")
+                node = OmegaConf.select(merged, parent) if parent else merged
+                if node is not None and name in node:
+                    with open_dict(node):
+                        del node[name]
+            else:
+                value = OmegaConf.select(cfg, key)
+                OmegaConf.update(merged, inner, value, merge=False, force_add=True)
+        with open_dict(out):
+            out[block] = merged
+    return out
+
+
+def run_dataset_name(ckpt_path: str | None, configured: str, overrides: Sequence[str]) -> str:
+    """The dataset name of an eval or predict run folder: the checkpoint's stored one, unless
+    the command line gives ``dataset=`` or ``dataset.name=`` (or the checkpoint stores none).
+
+    A checkpoint that cannot be read gives ``configured``: the run then reports it as one
+    error line (:func:`read_checkpoint`), which a failure here would hide behind Hydra's.
+    """
+    keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))}
+    if not ckpt_path or keys & {"dataset", "dataset.name"}:
+        return configured
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol")
+            # mmap: the tensors stay on disk, only the small pickle is read
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        name = ckpt["hyper_parameters"]["dataset"]["name"]
+    except (*CHECKPOINT_READ_ERRORS, KeyError, TypeError):
+        return configured
+    # a folder name, never a path (the file is not trusted)
+    return name if isinstance(name, str) and _FOLDER_NAME.fullmatch(name) else configured
 
 
 def local_checkpoint_path(value: str | Path | None) -> Path:
@@ -302,6 +389,25 @@ def load_state_dict_checked(module: torch.nn.Module, state: Mapping, path: Path)
         ) from None
 
 
+def _checked_hparams(ckpt: dict, path: Path) -> dict:
+    """The hyper-parameters of ``ckpt`` (:func:`read_checkpoint` of ``path``) in today's
+    layout, the architecture within bounds (:func:`check_model_bounds`)."""
+    try:
+        hparams = upgrade_hparams(dict(ckpt["hyper_parameters"]))
+        check_model_bounds(hparams, path)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointMismatchError(
+            f"{path}: hyper-parameters in no asl-tal layout ({type(err).__name__}: {err})"
+        ) from None
+    return hparams
+
+
+def checkpoint_hparams(path: str | Path | None) -> dict:
+    """The checked hyper-parameters of the checkpoint ``path`` in today's layout: what it was
+    trained with, ``dataset`` included (None when it predates stored dataset blocks)."""
+    return _checked_hparams(read_checkpoint(path), Path(str(path)).expanduser())
+
+
 def load_checkpoint(
     path: str | Path | None,
     class_names: list[str] | None = None,
@@ -320,13 +426,7 @@ def load_checkpoint(
     """
     ckpt = read_checkpoint(path)
     path = Path(str(path)).expanduser()
-    try:
-        hparams = upgrade_hparams(dict(ckpt["hyper_parameters"]))
-        check_model_bounds(hparams, path)
-    except (KeyError, TypeError, AttributeError) as err:
-        raise CheckpointMismatchError(
-            f"{path}: hyper-parameters in no asl-tal layout ({type(err).__name__}: {err})"
-        ) from None
+    hparams = _checked_hparams(ckpt, path)
     check_trained_on(hparams, path, class_names, input_dim)
     if postprocess is not None:
         hparams["postprocess"] = postprocess

@@ -130,13 +130,19 @@ def evaluate_results(
 
 
 def format_table(metrics: dict) -> str:
-    """Per-threshold mAP table in percent."""
-    lines = ["tIoU    mAP (%)"]
-    lines += [
-        f"{t:<7.2f} {m * 100:6.2f}" for t, m in zip(metrics["tiou"], metrics["mAP"], strict=True)
-    ]
-    lines.append(f"average {metrics['average_mAP'] * 100:6.2f}")
+    """Per-threshold mAP table, fractions in [0, 1] (as every other output of the package)."""
+    lines = ["tIoU    mAP"]
+    lines += [f"{t:<7.2f} {m:.4f}" for t, m in zip(metrics["tiou"], metrics["mAP"], strict=True)]
+    lines.append(f"average {metrics['average_mAP']:.4f}")
     return "\n".join(lines)
+
+
+DESCRIPTION = """\
+Score an ActivityNet-style results file (or an Ego4D Moment Queries submission) against an
+annotation JSON: mAP at each tIoU threshold and their average, fractions in [0, 1] (the
+metrics JSON of --out has the keys of a run's results/test_metrics.json). The protocol is
+ActivityNet's: predictions on videos outside the scored subset count as false positives,
+labels without ground truth in the subset are ignored; both are counted in a warning."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,7 +154,11 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Score, print the table, write ``--out``; bad input raises (see :func:`cli`)."""
-    parser = _Parser(prog="python -m asl_tal.evaluate", description=__doc__)
+    parser = _Parser(
+        prog="asl-evaluate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--gt", required=True, help="annotation JSON (our format)")
     parser.add_argument("--pred", required=True, help="ActivityNet-style results JSON")
     parser.add_argument("--subset", default=None, help="subset to score (default: all videos)")

@@ -213,7 +213,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="asl-export",
         description="Export a checkpoint's EMA network + decoding to a torch.export program "
-        "(.pt2); NMS runs after it (asl_tal.export.suppress). See docs/deployment.md.",
+        "(.pt2); NMS runs after it (asl_tal.export.suppress; the README section "
+        '"Everyday commands").',
     )
     parser.add_argument("ckpt_path", help="checkpoint (best.ckpt, or one asl-publish wrote)")
     parser.add_argument("--out", required=True, help="the .pt2 file to write")

@@ -61,6 +61,10 @@ class ASLLitModule(L.LightningModule):
         num_model_classes: classes the network predicts (1 for class-agnostic training).
         skip_nonfinite: skip a step with a non-finite loss (counted) instead of stopping.
         seed: the run's seed (the training noise is re-seeded from it at every step).
+        dataset: the run's ``dataset`` block, resolved (``root`` absolute); not used here,
+            stored in the checkpoint so eval and predict read the data it was trained on.
+            None: not stored (a checkpoint from before runs stored it, or a module built
+            outside a run).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class ASLLitModule(L.LightningModule):
         num_model_classes: int | None = None,
         skip_nonfinite: bool = False,
         seed: int = 0,
+        dataset: Mapping | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

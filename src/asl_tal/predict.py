@@ -25,7 +25,7 @@ import logging
 import os
 import pickletools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,11 +33,24 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from asl_tal.app import UserInputError, build_trainer, run_dir, user_errors, writing
-from asl_tal.checkpoints import load_checkpoint
+from asl_tal.app import (
+    UserInputError,
+    build_trainer,
+    command_line_overrides,
+    run_dir,
+    user_errors,
+    writing,
+)
+from asl_tal.checkpoints import (
+    checkpoint_hparams,
+    load_checkpoint,
+    local_checkpoint_path,
+    with_checkpoint_settings,
+)
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
 from asl_tal.data.batch import Batch, VideoMeta
@@ -53,7 +66,6 @@ from asl_tal.data.features import (
 from asl_tal.data.transforms import resample_features, resample_meta
 from asl_tal.submission import (
     ACTIONFORMER_KEYS,
-    DEFAULT_RETRIEVAL_TOP_K,
     EGO4D_CHALLENGE,
     check_output_format,
     write_results,
@@ -458,13 +470,10 @@ def plot_file_name(video_id: str) -> str:
 
 
 def write_plots(
-    directory: Path,
-    detections: dict,
-    durations: dict[str, float],
-    class_names: Sequence[str],
-    top_k: int,
+    directory: Path, video_ids: Sequence[str], draw: Callable[[str], Figure]
 ) -> tuple[list[Path], list[Skipped]]:
-    """One :func:`~asl_tal.viz.plot_detections` PNG per video under ``directory``.
+    """One PNG per video under ``directory``: ``draw(video_id)``'s figure, named by
+    :func:`plot_file_name`.
 
     A plot that cannot be drawn (:data:`~asl_tal.viz.DRAW_ERRORS`) or written (``OSError``:
     read-only folder, disk full, a file where the folder belongs) is logged as a warning and
@@ -473,16 +482,22 @@ def write_plots(
     """
     written: list[Path] = []
     failures: list[Skipped] = []
-    for video_id, dets in detections.items():
+    for video_id in video_ids:
         path = directory / plot_file_name(video_id)
         try:
-            fig = plot_detections(video_id, durations[video_id], dets, class_names, top_k)
+            fig = draw(video_id)
             written.append(figure_to_png(fig, path))
         except (OSError, *DRAW_ERRORS) as err:
             reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
             failures.append(Skipped(str(path), reason))
-            log.warning("could not write plot %s (%s); predictions go on", path, reason)
+            log.warning("could not write plot %s (%s); the run goes on", path, reason)
     return written, failures
+
+
+def check_plot_top_k(plot_top_k: object) -> None:
+    """Refuse a ``plot_top_k`` that is not a positive integer (before any work)."""
+    if type(plot_top_k) is not int or plot_top_k < 1:
+        raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
 
 
 def predict(cfg: DictConfig) -> PredictReport:
@@ -491,21 +506,31 @@ def predict(cfg: DictConfig) -> PredictReport:
     Raises a user error before any work for a bad ``input`` or ``output``, and after the
     run when no video could be read (nothing is written then).
     """
-    data = cfg.dataset
-    if OmegaConf.is_list(data.input_dim):
+    local_checkpoint_path(cfg.get("ckpt_path"))
+    if OmegaConf.is_missing(cfg, "input"):
         raise UserInputError(
-            "predict reads single-stream features; this dataset has several streams"
+            "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them"
         )
-    output_format = cfg.get("output_format", "activitynet")
-    retrieval_top_k = cfg.get("retrieval_top_k", DEFAULT_RETRIEVAL_TOP_K)
+    output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)
-    plot_top_k = cfg.get("plot_top_k", 20)
-    if cfg.get("plot") and (type(plot_top_k) is not int or plot_top_k < 1):
-        raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
+    if cfg.plot:
+        check_plot_top_k(cfg.plot_top_k)
     inventory = find_videos(cfg.input)
     default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
-    output = Path(cfg.output) if cfg.get("output") else default_output
+    output = Path(cfg.output) if cfg.output else default_output
     check_output(output, inventory.files)
+    cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
+    data = cfg.dataset
+    log.info(
+        "feature grid of dataset %s: width %s, stride %s",
+        data.name,
+        data.input_dim,
+        data.feat_stride,
+    )
+    if OmegaConf.is_list(data.input_dim):
+        raise UserInputError(
+            "predict reads single-stream features; this checkpoint's dataset has several streams"
+        )
     module = load_checkpoint(
         cfg.ckpt_path,
         input_dim=int(data.input_dim),
@@ -554,10 +579,18 @@ def predict(cfg: DictConfig) -> PredictReport:
             lambda p: write_results(p, detections, class_map, output_format, retrieval_top_k),
         )
     log.info("%d videos, detections written to %s (%s)", len(detections), output, output_format)
-    if cfg.get("plot"):
-        plot_dir = Path(cfg.plot_dir) if cfg.get("plot_dir") else run_dir() / "plots"
+    if cfg.plot:
+        plot_dir = Path(cfg.plot_dir) if cfg.plot_dir else run_dir() / "plots"
         report.plots, report.plot_failures = write_plots(
-            plot_dir, detections, batches.durations, class_map.names, plot_top_k
+            plot_dir,
+            list(detections),
+            lambda video_id: plot_detections(
+                video_id,
+                batches.durations[video_id],
+                detections[video_id],
+                class_map.names,
+                cfg.plot_top_k,
+            ),
         )
         log.info("%d timeline plots written to %s", len(report.plots), plot_dir)
     report_summary(report)

@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="asl-publish",
         description="Copy a checkpoint with only what evaluation needs: EMA weights, "
-        "hyper-parameters, class map, loss normaliser. See docs/deployment.md.",
+        'hyper-parameters, class map, loss normaliser (the README section "Everyday commands").',
     )
     parser.add_argument("ckpt_path", help="checkpoint to publish (best.ckpt or last.ckpt)")
     parser.add_argument("--out", required=True, help="the published .ckpt file to write")

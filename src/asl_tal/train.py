@@ -45,6 +45,24 @@ log = logging.getLogger("asl_tal.train")
 TEST_WEIGHTS = ("auto", "best", "last")
 
 
+def check_epochs(max_epochs: int | None, warmup_epochs: int, epochs: int) -> None:
+    """Refuse a ``trainer.max_epochs`` other than the learning-rate schedule's length
+    (``scheduler.warmup_epochs + scheduler.epochs``, which trainer.max_epochs follows): a
+    shorter run would stop the schedule part-way, a longer one train on at its floor."""
+    if max_epochs == warmup_epochs + epochs:
+        return
+    how = "scheduler.warmup_epochs=W scheduler.epochs=E"
+    if isinstance(max_epochs, int) and max_epochs > 0:
+        # keep the warm-up where it fits, else split the epochs asked for
+        warmup = warmup_epochs if max_epochs > warmup_epochs else max_epochs // 2
+        how = f"scheduler.warmup_epochs={warmup} scheduler.epochs={max_epochs - warmup}"
+    raise UserInputError(
+        f"trainer.max_epochs={max_epochs} does not match the learning-rate schedule "
+        f"(scheduler.warmup_epochs={warmup_epochs} + scheduler.epochs={epochs}); set the "
+        f"run's length with the schedule instead, e.g. {how} (trainer.max_epochs follows it)"
+    )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit on the training subset, validate every epoch, then test (:func:`test_after_fit`):
     the best checkpoint where it was selected on videos that are not test videos, else the
@@ -59,6 +77,7 @@ def train(cfg: DictConfig) -> float | None:
     else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
     """
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    check_epochs(cfg.trainer.max_epochs, cfg.scheduler.warmup_epochs, cfg.scheduler.epochs)
     if cfg.test_weights not in TEST_WEIGHTS:
         raise UserInputError(
             f"test_weights={cfg.test_weights}: expected one of {', '.join(TEST_WEIGHTS)}"

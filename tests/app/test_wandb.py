@@ -80,7 +80,8 @@ def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_
         f"hydra.sweep.dir={sweep}",
         "logger=wandb",
         "logger.wandb.log_model=true",
-        "trainer.max_epochs=1",
+        "scheduler.warmup_epochs=0",  # one epoch (trainer.max_epochs follows the schedule)
+        "scheduler.epochs=1",
         "model.l1=1,2",
         env={"WANDB_MODE": "offline"},
     )
@@ -96,8 +97,8 @@ def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_
         # the overrides sorted by key, without paths.* and logger.* (Hydra's sweeper hands
         # each job its booleans as True / False)
         assert run.display_name == (
-            f"debug=tiny,model.l1={l1},trainer.accelerator=cpu,"
-            "trainer.deterministic=True,trainer.max_epochs=1"
+            f"debug=tiny,model.l1={l1},scheduler.epochs=1,scheduler.warmup_epochs=0,"
+            "trainer.accelerator=cpu,trainer.deterministic=True"
         )
         assert run.run_group == "sweep_42"
         assert run.job_type == "train"

@@ -521,7 +521,7 @@ def dataset_config_yaml(translation: Translation, name: str) -> str:
     header = [
         "# @package _global_",
         f"# Translated from the ActionFormer config {translation.source} by",
-        "# asl-convert actionformer-config; docs/interop.md explains every key.",
+        "# asl-convert actionformer-config; asl-train --help lists every key.",
         f"# Use: asl-train --config-dir <folder above dataset/> dataset={name} {groups}".rstrip(),
     ]
     header += [

@@ -2,7 +2,7 @@
 synthetic benchmark's, which generates itself on first use.
 
 Every constructor keyword comes straight from the Hydra ``dataset`` config
-(``conf/dataset/<name>.yaml`` holds a benchmark's values, ``_defaults.yaml`` the rest).
+(``conf/dataset/<name>.yaml`` holds a benchmark's values, ``conf/dataset_defaults.yaml`` the rest).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class DatasetNotFoundError(FileNotFoundError):
 class DataConfig:
     """The ``dataset.*`` keys of a DataModule other than the :class:`SampleConfig` ones.
 
-    ``conf/dataset/_defaults.yaml`` gives every key its generic value and documents it;
+    ``conf/dataset_defaults.yaml`` gives every key its generic value and documents it;
     paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
     ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream; a
     ``file_prefix`` of None (ActionFormer's ``file_prefix: ~``) means no prefix.

@@ -38,7 +38,7 @@ class VideoSample:
 @dataclass(frozen=True)
 class SampleConfig:
     """How a video's features become a sample (the ``dataset.*`` keys of that name; their
-    generic values are in ``conf/dataset/_defaults.yaml``).
+    generic values are in ``conf/dataset_defaults.yaml``).
 
     Attributes:
         fps: frame rate for every video (None = the JSON's per-video ``fps``).
