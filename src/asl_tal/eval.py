@@ -39,10 +39,9 @@ from asl_tal.checkpoints import (
 )
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
-from asl_tal.predict import check_plot_top_k, write_plots
 from asl_tal.submission import check_output_format, write_results
 from asl_tal.tracking import wandb_run
-from asl_tal.viz import plot_timeline
+from asl_tal.viz import check_plot_top_k, plot_timeline, write_plots
 
 # the file output_format adds to results/ (activitynet: test_detections.json only)
 EXTRA_OUTPUT_NAMES = {
@@ -111,7 +110,7 @@ def plot_test_videos(
 ) -> None:
     """One :func:`~asl_tal.viz.plot_timeline` PNG per test video (ground truth against the
     ``plot_top_k`` best detections) under ``plot_dir`` (default ``<run dir>/plots``); a plot
-    that cannot be written is a warning (:func:`~asl_tal.predict.write_plots`)."""
+    that cannot be written is a warning (:func:`~asl_tal.viz.write_plots`)."""
     gt = datamodule.annotations("test")
     plot_dir = Path(cfg.plot_dir) if cfg.plot_dir else directory / "plots"
     written, failures = write_plots(

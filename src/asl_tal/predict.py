@@ -25,7 +25,7 @@ import logging
 import os
 import pickletools
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -70,7 +69,7 @@ from asl_tal.submission import (
     check_output_format,
     write_results,
 )
-from asl_tal.viz import DRAW_ERRORS, figure_to_png, file_stem, plot_detections
+from asl_tal.viz import check_plot_top_k, plot_detections, write_plots
 
 log = logging.getLogger("asl_tal.predict")
 
@@ -463,43 +462,6 @@ def report_summary(report: PredictReport) -> None:
         print(line, file=sys.stderr)
 
 
-def plot_file_name(video_id: str) -> str:
-    """``<video_id>.png`` with every character but letters, digits, ``-``, ``_`` and ``.``
-    replaced by ``_`` (an HDF5 dataset name may hold ``/``)."""
-    return file_stem(video_id) + ".png"
-
-
-def write_plots(
-    directory: Path, video_ids: Sequence[str], draw: Callable[[str], Figure]
-) -> tuple[list[Path], list[Skipped]]:
-    """One PNG per video under ``directory``: ``draw(video_id)``'s figure, named by
-    :func:`plot_file_name`.
-
-    A plot that cannot be drawn (:data:`~asl_tal.viz.DRAW_ERRORS`) or written (``OSError``:
-    read-only folder, disk full, a file where the folder belongs) is logged as a warning and
-    returned among the failures; the others are still drawn. Returns the files written and
-    the failures.
-    """
-    written: list[Path] = []
-    failures: list[Skipped] = []
-    for video_id in video_ids:
-        path = directory / plot_file_name(video_id)
-        try:
-            fig = draw(video_id)
-            written.append(figure_to_png(fig, path))
-        except (OSError, *DRAW_ERRORS) as err:
-            reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
-            failures.append(Skipped(str(path), reason))
-            log.warning("could not write plot %s (%s); the run goes on", path, reason)
-    return written, failures
-
-
-def check_plot_top_k(plot_top_k: object) -> None:
-    """Refuse a ``plot_top_k`` that is not a positive integer (before any work)."""
-    if type(plot_top_k) is not int or plot_top_k < 1:
-        raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
-
-
 def predict(cfg: DictConfig) -> PredictReport:
     """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
 
@@ -581,7 +543,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     log.info("%d videos, detections written to %s (%s)", len(detections), output, output_format)
     if cfg.plot:
         plot_dir = Path(cfg.plot_dir) if cfg.plot_dir else run_dir() / "plots"
-        report.plots, report.plot_failures = write_plots(
+        report.plots, plot_failures = write_plots(
             plot_dir,
             list(detections),
             lambda video_id: plot_detections(
@@ -592,6 +554,7 @@ def predict(cfg: DictConfig) -> PredictReport:
                 cfg.plot_top_k,
             ),
         )
+        report.plot_failures = [Skipped(path, reason) for path, reason in plot_failures]
         log.info("%d timeline plots written to %s", len(report.plots), plot_dir)
     report_summary(report)
     return report

@@ -15,8 +15,9 @@ file also records each instance's sub-phases (``start``, ``core``, ``end`` in se
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from matplotlib.patches import Patch
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import VideoMeta
+from asl_tal.errors import UserInputError
 from asl_tal.metrics.matching import (
     GroundTruth,
     ground_truth_from_annotations,
@@ -49,6 +51,8 @@ MATCH_COLORS = {"match": "tab:green", "duplicate": "tab:orange", "miss": "tab:re
 PLAIN = {"parse_math": False, "usetex": False}
 # what matplotlib raises for a figure it cannot lay out or draw (a label it cannot parse, a
 # value it cannot place): callers that must go on without the figure catch these
+log = logging.getLogger("asl_tal.viz")
+
 DRAW_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, OverflowError)
 
 
@@ -72,6 +76,43 @@ def figure_to_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=dpi)
     return path
+
+
+def plot_file_name(video_id: str) -> str:
+    """``<video_id>.png`` with every character but letters, digits, ``-``, ``_`` and ``.``
+    replaced by ``_`` (an HDF5 dataset name may hold ``/``)."""
+    return file_stem(video_id) + ".png"
+
+
+def write_plots(
+    directory: Path, video_ids: Sequence[str], draw: Callable[[str], Figure]
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """One PNG per video under ``directory``: ``draw(video_id)``'s figure, named by
+    :func:`plot_file_name`.
+
+    A plot that cannot be drawn (:data:`DRAW_ERRORS`) or written (``OSError``: read-only
+    folder, disk full, a file where the folder belongs) is logged as a warning and returned
+    among the failures as ``(path, reason)``; the others are still drawn. Returns the files
+    written and the failures.
+    """
+    written: list[Path] = []
+    failures: list[tuple[str, str]] = []
+    for video_id in video_ids:
+        path = directory / plot_file_name(video_id)
+        try:
+            fig = draw(video_id)
+            written.append(figure_to_png(fig, path))
+        except (OSError, *DRAW_ERRORS) as err:
+            reason = f"{type(err).__name__}: {getattr(err, 'strerror', None) or err}"
+            failures.append((str(path), reason))
+            log.warning("could not write plot %s (%s); the run goes on", path, reason)
+    return written, failures
+
+
+def check_plot_top_k(plot_top_k: object) -> None:
+    """Refuse a ``plot_top_k`` that is not a positive integer (before any work)."""
+    if type(plot_top_k) is not int or plot_top_k < 1:
+        raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
 
 
 def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:

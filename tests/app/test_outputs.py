@@ -15,9 +15,9 @@ from matplotlib.colors import to_rgba
 
 from asl_tal.data.annotations import ClassMap
 from asl_tal.postprocess.decode import Detections
-from asl_tal.predict import OutputError, check_output, is_predict_output, predict, write_plots
+from asl_tal.predict import OutputError, check_output, is_predict_output, predict
 from asl_tal.submission import write_results
-from asl_tal.viz import plot_detections
+from asl_tal.viz import plot_detections, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASS_NAMES = [f"action_{i:02d}" for i in range(8)]  # the tiny synthetic set's classes
@@ -221,19 +221,20 @@ def test_predict_plots_a_video_whose_id_holds_mathtext(trained_run, tmp_path, mo
     assert report.plots[0].read_bytes()[:8] == PNG_MAGIC
 
 
-def test_predict_plots_mathtext_class_names_and_counts_a_plot_it_cannot_draw(tmp_path, monkeypatch):
+def test_plots_draw_mathtext_class_names_and_count_a_plot_they_cannot_draw(tmp_path):
     dets = Detections(torch.tensor([[1.0, 4.0]]), torch.tensor([0.9]), torch.tensor([1]))
     names = ["cls$_$0", "clip_$x^$"]
-    written, failures = write_plots(tmp_path, {"v": dets}, {"v": 10.0}, names, top_k=5)
+    written, failures = write_plots(
+        tmp_path, ["v"], lambda video_id: plot_detections(video_id, 10.0, dets, names, 5)
+    )
     assert written == [tmp_path / "v.png"] and failures == []
 
-    def broken(*args, **kwargs):
+    def broken(video_id):
         raise ValueError("cannot lay out")
 
-    monkeypatch.setattr("asl_tal.predict.plot_detections", broken)
-    written, failures = write_plots(tmp_path, {"v": dets, "w": dets}, {"v": 1, "w": 1}, names, 5)
+    written, failures = write_plots(tmp_path, ["v", "w"], broken)
     assert written == []
-    assert [(f.what, f.reason) for f in failures] == [
+    assert failures == [
         (str(tmp_path / "v.png"), "ValueError: cannot lay out"),
         (str(tmp_path / "w.png"), "ValueError: cannot lay out"),
     ]
