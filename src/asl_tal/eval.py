@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from asl_tal.app import (
     build_datamodule,
     build_trainer,
+    check_run_config,
     prepare_results_dir,
     run_dir,
     user_errors,
@@ -37,8 +38,9 @@ EXTRA_OUTPUT_NAMES = {
 def evaluate(cfg: DictConfig) -> dict:
     """Test ``cfg.ckpt_path`` on the dataset's test subset; returns the logged metrics.
 
-    ``ckpt_path`` is required (a local file) and the run directory must be writable: both
-    are checked before any work."""
+    ``ckpt_path`` is required (a local file), the config's values must be in range and the
+    run directory must be writable: all are checked before any work."""
+    check_run_config(cfg, training=False)
     # `ckpt_path: ???` of eval.yaml does not survive the merge onto train.yaml's null
     local_checkpoint_path(cfg.get("ckpt_path"))
     output_format = cfg.get("output_format", "activitynet")

@@ -20,8 +20,11 @@ the ``.pt2`` archive) holds the class names and the post-processing settings tha
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import re
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -29,19 +32,46 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asl_tal.app import user_errors, writing
+from asl_tal.app import check_writable, user_errors, writing
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.detector import ASLDetector
 from asl_tal.errors import UserInputError
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, decode_candidates
 from asl_tal.postprocess.nms import batched_nms
+from asl_tal.settings import settings_from
 
 METADATA_FILE = "asl_tal.json"
 FORMAT_VERSION = 1
 DEFAULT_MAX_LENGTH = 16384
 INPUT_NAMES = ("feats", "mask", "fps", "stride", "window")
 OUTPUT_NAMES = ("segments", "scores", "labels", "valid")
+
+# what torch.export.save writes for one program named "model" (its
+# torch/export/pt2_archive/constants.py), below the archive's one top folder: raw tensor
+# bytes, JSON, the example inputs (torch.save) and our metadata. Weight and constant files
+# written by pickling (tensor subclasses, opaque or custom objects) and compiled code
+# (data/aotinductor/) are not among them.
+ARCHIVE_ENTRIES = re.compile(
+    r"archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/model\.json|data/sample_inputs/model\.pt"
+    r"|data/weights/(model_weights_config\.json|weight_\d+)"
+    r"|data/constants/(model_constants_config\.json|tensor_\d+)"
+    rf"|extra/{re.escape(METADATA_FILE)}"
+)
+REQUIRED_ENTRIES = (
+    "archive_version",
+    "models/model.json",
+    "data/weights/model_weights_config.json",
+    "data/constants/model_constants_config.json",
+    "data/sample_inputs/model.pt",
+    f"extra/{METADATA_FILE}",
+)
+# payload config -> the file name prefix of its raw (never pickled) tensors
+PAYLOAD_CONFIGS = {
+    "data/weights/model_weights_config.json": "weight_",
+    "data/constants/model_constants_config.json": "tensor_",
+}
 
 
 class DeployableDetector(nn.Module):
@@ -146,7 +176,9 @@ def export_checkpoint(
     ckpt_path: str | Path, out: str | Path, max_length: int = DEFAULT_MAX_LENGTH
 ) -> dict:
     """Export the EMA detector of ``ckpt_path`` (post-processing from the checkpoint) to
-    ``out`` (``.pt2``); returns the metadata written beside the program."""
+    ``out`` (``.pt2``); returns the metadata written beside the program. ``out``'s folder
+    is created and checked writable first, before the checkpoint is read."""
+    check_writable(Path(out).parent)
     module = load_checkpoint(ckpt_path)
     if module.num_model_classes != len(module.class_names):
         raise UserInputError(
@@ -155,38 +187,105 @@ def export_checkpoint(
         )
     detector = module.eval_detector.eval()
     program = export_detector(detector, module.postprocess_cfg, max_length)
-    metadata = {
+    metadata = artifact_metadata(
+        detector, module.postprocess_cfg, module.class_names, Path(ckpt_path).name, max_length
+    )
+    write_artifact(program, metadata, out)
+    return metadata
+
+
+def artifact_metadata(
+    detector: ASLDetector,
+    cfg: PostprocessConfig,
+    class_names: Sequence[str],
+    source: str,
+    max_length: int,
+) -> dict:
+    """The ``asl_tal.json`` of an artifact: inputs, outputs, sizes, classes, NMS settings."""
+    return {
         "format_version": FORMAT_VERSION,
-        "source_checkpoint": Path(ckpt_path).name,
+        "source_checkpoint": source,
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES),
         "input_dim": sum(detector.network.input_dims),
         "required_multiple": detector.required_multiple,
         "max_length": max_length // detector.required_multiple * detector.required_multiple,
-        "class_names": list(module.class_names),
-        "postprocess": asdict(module.postprocess_cfg),
+        "class_names": list(class_names),
+        "postprocess": asdict(cfg),
     }
-    out = Path(out)
+
+
+def write_artifact(program: torch.export.ExportedProgram, metadata: dict, out: str | Path) -> None:
+    """``program`` with ``metadata`` (as ``asl_tal.json``) into the ``.pt2`` file ``out``;
+    a file that cannot be written is one :class:`~asl_tal.app.OutputWriteError`."""
+    archive = io.BytesIO()
+    torch.export.save(program, archive, extra_files={METADATA_FILE: json.dumps(metadata)})
     with writing(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, out, extra_files={METADATA_FILE: json.dumps(metadata)})
-    return metadata
+        Path(out).write_bytes(archive.getvalue())
+
+
+def check_archive(data: bytes, path: str | Path) -> None:
+    """Refuse a ``.pt2`` archive (its bytes ``data``, read from ``path``) that holds more
+    than :func:`export_checkpoint` writes, before anything in it is unpickled.
+
+    Raises:
+        UserInputError: one line naming ``path`` and what it holds.
+    """
+
+    def refuse(what: str) -> UserInputError:
+        return UserInputError(
+            f"{path}: not loaded: {what}; ExportedDetector loads only what asl-export writes "
+            "(export the checkpoint again with asl-export)"
+        )
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+        root = names[0].split("/", 1)[0] if names else ""
+        entries = {}
+        for name in names:
+            top, _, entry = name.partition("/")
+            if top != root or not ARCHIVE_ENTRIES.fullmatch(entry):
+                raise refuse(f"it holds {name!r}, which asl-export never writes")
+            entries[entry] = name
+        for entry in REQUIRED_ENTRIES:
+            if entry not in entries:
+                raise refuse(f"it has no {entry}")
+        for entry, prefix in PAYLOAD_CONFIGS.items():
+            for key, meta in json.loads(archive.read(entries[entry]))["config"].items():
+                if meta["use_pickle"] is not False or not meta["path_name"].startswith(prefix):
+                    raise refuse(
+                        f"{entry} asks to unpickle {key!r} ({meta['path_name']}): "
+                        "unpickling a file runs the code in it"
+                    )
+        examples = archive.read(entries["data/sample_inputs/model.pt"])
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise refuse("it is not a readable .pt2 archive") from None
+    if examples:
+        try:
+            torch.load(io.BytesIO(examples), weights_only=True)
+        except Exception:  # torch would retry these with weights_only=False
+            raise refuse("its example inputs hold more than tensors") from None
 
 
 class ExportedDetector:
     """An exported artifact loaded back: the program, its metadata, and :meth:`detect`.
+
+    The file is read once and checked (:func:`check_archive`) before torch reads it.
 
     Args:
         path: a ``.pt2`` file written by :func:`export_checkpoint`.
     """
 
     def __init__(self, path: str | Path) -> None:
+        data = Path(path).read_bytes()
+        check_archive(data, path)
         extra = {METADATA_FILE: ""}
-        self.program = torch.export.load(path, extra_files=extra)
-        if not extra[METADATA_FILE]:
-            raise UserInputError(f"{path}: not an asl-export artifact (no {METADATA_FILE})")
+        self.program = torch.export.load(io.BytesIO(data), extra_files=extra)
         self.metadata = json.loads(extra[METADATA_FILE])
-        self.postprocess = PostprocessConfig(**self.metadata["postprocess"])
+        self.postprocess = settings_from(
+            PostprocessConfig, self.metadata["postprocess"], "postprocess"
+        )
         self.class_names = list(self.metadata["class_names"])
         self._run = self.program.module()
 

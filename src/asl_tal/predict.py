@@ -37,7 +37,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from asl_tal.app import UserInputError, build_trainer, run_dir, user_errors, writing
+from asl_tal.app import (
+    UserInputError,
+    build_trainer,
+    check_run_config,
+    run_dir,
+    user_errors,
+    writing,
+)
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
@@ -488,9 +495,15 @@ def write_plots(
 def predict(cfg: DictConfig) -> PredictReport:
     """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
 
-    Raises a user error before any work for a bad ``input`` or ``output``, and after the
-    run when no video could be read (nothing is written then).
+    Raises a user error before any work for a missing or bad ``input``, a bad ``output``
+    or a config value out of range, and after the run when no video could be read (nothing
+    is written then).
     """
+    if OmegaConf.is_missing(cfg, "input"):
+        raise UserInputError(
+            "input=... is required: a feature file or a folder of them (e.g. input=features/)"
+        )
+    check_run_config(cfg, training=False)
     data = cfg.dataset
     if OmegaConf.is_list(data.input_dim):
         raise UserInputError(

@@ -22,6 +22,7 @@ from asl_tal.app import (
     build_module,
     build_trainer,
     check_fresh_run_dir,
+    check_run_config,
     check_writable,
     run_dir,
     user_errors,
@@ -40,14 +41,17 @@ log = logging.getLogger("asl_tal.train")
 def train(cfg: DictConfig) -> float | None:
     """Fit on the training subset, validate every epoch, test the best checkpoint.
 
-    Before any work: a ``ckpt_path`` to resume from must be a readable local checkpoint
-    (never a URL), and the run directory must not hold checkpoints of another run. Every
+    Before any work: the config's values must be in range (:func:`check_run_config`), a
+    ``ckpt_path`` to resume from must be a readable local checkpoint (never a URL), and the
+    run directory must not hold checkpoints of another run. Before training: the validation
+    (and, with ``test_after_fit``, the test) subset must hold ground truth. Every
     checkpoint is loaded with ``weights_only=True``.
 
     Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
     value of it: the score of the best checkpoint when a checkpoint callback monitors it,
     else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
     """
+    check_run_config(cfg, training=True)
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
     resume = cfg.get("ckpt_path") or None
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
@@ -61,6 +65,8 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if cfg.test_after_fit:
+        datamodule.check_ground_truth("test")
     module = build_module(cfg, datamodule)
     if resume is not None:
         check_resume_checkpoint(resume, resume_ckpt, module, datamodule)
