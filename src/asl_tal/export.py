@@ -46,6 +46,7 @@ FORMAT_VERSION = 1
 DEFAULT_MAX_LENGTH = 16384
 INPUT_NAMES = ("feats", "mask", "fps", "stride", "window")
 OUTPUT_NAMES = ("segments", "scores", "labels", "valid")
+OUT_HINT = "pass --out a file in a writable folder"
 
 # what torch.export.save writes for one program named "model" (its
 # torch/export/pt2_archive/constants.py), below the archive's one top folder: raw tensor
@@ -178,7 +179,7 @@ def export_checkpoint(
     """Export the EMA detector of ``ckpt_path`` (post-processing from the checkpoint) to
     ``out`` (``.pt2``); returns the metadata written beside the program. ``out``'s folder
     is created and checked writable first, before the checkpoint is read."""
-    check_writable(Path(out).parent)
+    check_writable(Path(out).parent, OUT_HINT)
     module = load_checkpoint(ckpt_path)
     if module.num_model_classes != len(module.class_names):
         raise UserInputError(
@@ -220,7 +221,7 @@ def write_artifact(program: torch.export.ExportedProgram, metadata: dict, out: s
     a file that cannot be written is one :class:`~asl_tal.app.OutputWriteError`."""
     archive = io.BytesIO()
     torch.export.save(program, archive, extra_files={METADATA_FILE: json.dumps(metadata)})
-    with writing(out):
+    with writing(out, OUT_HINT):
         Path(out).write_bytes(archive.getvalue())
 
 

@@ -64,9 +64,9 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    datamodule.setup("fit")
     if cfg.test_after_fit:
         datamodule.check_ground_truth("test")
+    datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     if resume is not None:
         check_resume_checkpoint(resume, resume_ckpt, module, datamodule)

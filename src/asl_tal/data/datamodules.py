@@ -326,14 +326,16 @@ class TALDataModule(L.LightningDataModule):
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the stage's datasets, after :meth:`preflight` of every subset it uses."""
+        """Build the stage's datasets, after :meth:`check_ground_truth` of its evaluated
+        subsets and :meth:`preflight` of every subset it uses."""
         if stage not in SETUP_STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {list(SETUP_STAGES)}")
+        for name in SETUP_STAGES[stage]:
+            if name != "train":
+                self.check_ground_truth(name)
         self.preflight(PREFLIGHT_STAGES[stage])
         for name in SETUP_STAGES[stage]:
             self.dataset(name)
-            if name != "train":
-                self.check_ground_truth(name)
 
     def check_ground_truth(self, stage: str) -> None:
         """Raise :class:`AnnotationError` when no video of the ``val`` / ``test`` subset has
