@@ -331,11 +331,10 @@ class TALDataModule(L.LightningDataModule):
         if stage not in SETUP_STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {list(SETUP_STAGES)}")
         for name in SETUP_STAGES[stage]:
+            self.dataset(name)  # reads the annotations, not the features
             if name != "train":
                 self.check_ground_truth(name)
         self.preflight(PREFLIGHT_STAGES[stage])
-        for name in SETUP_STAGES[stage]:
-            self.dataset(name)
 
     def check_ground_truth(self, stage: str) -> None:
         """Raise :class:`AnnotationError` when no video of the ``val`` / ``test`` subset has
