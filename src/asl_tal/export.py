@@ -20,6 +20,7 @@ the ``.pt2`` archive) holds the class names and the post-processing settings tha
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import json
 import re
@@ -73,6 +74,37 @@ PAYLOAD_CONFIGS = {
     "data/weights/model_weights_config.json": "weight_",
     "data/constants/model_constants_config.json": "tensor_",
 }
+# what a node of the program may call besides a registered tensor op (torch.ops.<ns>.<op>.
+# <overload>, :func:`_is_registered_op`): symbolic size arithmetic (torch.sym_*, math.*)
+# and these functions of the operator module (never attrgetter / methodcaller, which reach
+# any attribute)
+OPERATOR_FUNCTIONS = (
+    "add sub mul truediv floordiv mod pow neg pos abs eq ne lt le gt ge "
+    "and_ or_ xor not_ invert lshift rshift getitem"
+).split()
+NODE_TARGET = re.compile(
+    rf"torch\.sym_[a-z]+|math\.[a-z]+|_operator\.({'|'.join(OPERATOR_FUNCTIONS)})"
+)
+# the syntax of the size expressions (sympy, evaluated when torch loads the program) and of
+# the input guards (Python, compiled into the program's module): arithmetic, comparisons and
+# calls of capitalised (sympy) or size names on plain words, sizes and numbers
+EXPRESSION_NODES = (
+    ast.Expression,
+    ast.Call,
+    ast.keyword,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.Subscript,
+    ast.Load,
+    ast.operator,
+    ast.unaryop,
+    ast.boolop,
+    ast.cmpop,
+)
+LOWER_CASE_NAMES = re.compile(r"[a-z]+\d+|min|max")  # size symbols (s0, u1) and min / max
+PLAIN_WORD = re.compile(r"(?!.*__)\w+")
 
 
 class DeployableDetector(nn.Module):
@@ -225,48 +257,142 @@ def write_artifact(program: torch.export.ExportedProgram, metadata: dict, out: s
         Path(out).write_bytes(archive.getvalue())
 
 
+class _Refused(Exception):
+    """What makes :func:`check_archive` refuse an archive (the message)."""
+
+
 def check_archive(data: bytes, path: str | Path) -> None:
     """Refuse a ``.pt2`` archive (its bytes ``data``, read from ``path``) that holds more
-    than :func:`export_checkpoint` writes, before anything in it is unpickled.
+    than :func:`export_checkpoint` writes, before torch reads anything in it.
 
     Raises:
         UserInputError: one line naming ``path`` and what it holds.
     """
-
-    def refuse(what: str) -> UserInputError:
-        return UserInputError(
-            f"{path}: not loaded: {what}; ExportedDetector loads only what asl-export writes "
-            "(export the checkpoint again with asl-export)"
-        )
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-        names = archive.namelist()
-        root = names[0].split("/", 1)[0] if names else ""
-        entries = {}
-        for name in names:
-            top, _, entry = name.partition("/")
-            if top != root or not ARCHIVE_ENTRIES.fullmatch(entry):
-                raise refuse(f"it holds {name!r}, which asl-export never writes")
-            entries[entry] = name
-        for entry in REQUIRED_ENTRIES:
-            if entry not in entries:
-                raise refuse(f"it has no {entry}")
-        for entry, prefix in PAYLOAD_CONFIGS.items():
-            for key, meta in json.loads(archive.read(entries[entry]))["config"].items():
-                if meta["use_pickle"] is not False or not meta["path_name"].startswith(prefix):
-                    raise refuse(
-                        f"{entry} asks to unpickle {key!r} ({meta['path_name']}): "
-                        "unpickling a file runs the code in it"
-                    )
-        examples = archive.read(entries["data/sample_inputs/model.pt"])
+        entries = _archive_entries(archive.namelist())
+        _check_payload_configs(archive, entries)
+        _check_program(json.loads(archive.read(entries["models/model.json"])))
+        _check_examples(archive.read(entries["data/sample_inputs/model.pt"]))
     except (zipfile.BadZipFile, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise refuse("it is not a readable .pt2 archive") from None
-    if examples:
-        try:
-            torch.load(io.BytesIO(examples), weights_only=True)
-        except Exception:  # torch would retry these with weights_only=False
-            raise refuse("its example inputs hold more than tensors") from None
+        what = "it is not a readable .pt2 archive"
+    except _Refused as err:
+        what = str(err)
+    else:
+        return
+    raise UserInputError(
+        f"{path}: not loaded: {what}; ExportedDetector loads only what asl-export writes "
+        "(export the checkpoint again with asl-export)"
+    )
+
+
+def _archive_entries(names: list[str]) -> dict[str, str]:
+    """Entry (below the archive's top folder) -> name in the zip; only
+    :data:`ARCHIVE_ENTRIES`, each of :data:`REQUIRED_ENTRIES` present."""
+    root = names[0].split("/", 1)[0] if names else ""
+    entries = {}
+    for name in names:
+        top, _, entry = name.partition("/")
+        if top != root or not ARCHIVE_ENTRIES.fullmatch(entry):
+            raise _Refused(f"it holds {name!r}, which asl-export never writes")
+        entries[entry] = name
+    for entry in REQUIRED_ENTRIES:
+        if entry not in entries:
+            raise _Refused(f"it has no {entry}")
+    return entries
+
+
+def _check_payload_configs(archive: zipfile.ZipFile, entries: dict[str, str]) -> None:
+    """Every weight and constant is raw tensor bytes (``use_pickle: false``, a ``weight_`` /
+    ``tensor_`` file), never an object torch would unpickle."""
+    for entry, prefix in PAYLOAD_CONFIGS.items():
+        for key, meta in json.loads(archive.read(entries[entry]))["config"].items():
+            if meta["use_pickle"] is not False or not meta["path_name"].startswith(prefix):
+                raise _Refused(
+                    f"{entry} asks to unpickle {key!r} ({meta['path_name']}): unpickling a "
+                    "file runs the code in it"
+                )
+
+
+def _check_program(program: dict) -> None:
+    """Every node calls a registered op or size arithmetic; every text torch evaluates
+    (guards, sympy expressions) is a plain expression (:func:`_plain_expression`)."""
+    targets, texts = _code_texts(program)
+    for target in sorted(targets):
+        if not (NODE_TARGET.fullmatch(target) or _is_registered_op(target)):
+            raise _Refused(f"its program calls {target!r}, which asl-export never exports")
+    for text in texts:
+        if not _plain_expression(text):
+            raise _Refused(f"its program holds the expression {text!r}, code of no export")
+
+
+def _check_examples(examples: bytes) -> None:
+    """The example inputs load with PyTorch's restricted ``weights_only`` unpickler (torch
+    would retry them without the restriction)."""
+    if not examples:
+        return
+    try:
+        torch.load(io.BytesIO(examples), weights_only=True)
+    except Exception:  # whatever the restricted loader refuses, torch's retry would run
+        raise _Refused("its example inputs hold more than tensors") from None
+
+
+def _is_registered_op(target: str) -> bool:
+    """Whether ``target`` names an overload of an operator registered with torch
+    (``torch.ops.aten.convolution.default``), as torch resolves it when loading."""
+    parts = target.split(".")
+    if len(parts) != 5 or parts[:2] != ["torch", "ops"] or parts[2].startswith("_"):
+        return False
+    namespace = getattr(torch.ops, parts[2])
+    if not isinstance(namespace, torch._ops._OpNamespace):  # a method of torch.ops
+        return False
+    packet = getattr(namespace, parts[3], None)
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        return False
+    return isinstance(getattr(packet, parts[4], None), torch._ops.OpOverload)
+
+
+def _code_texts(program: dict) -> tuple[set[str], list[str]]:
+    """What torch resolves or evaluates in ``models/model.json``: the call targets of every
+    node (nested graphs included), and the texts it evaluates as code: the input guards,
+    the range constraints' symbols and every ``expr_str`` (sympy)."""
+    targets: set[str] = set()
+    texts = list(program["guards_code"]) + list(program["range_constraints"])
+    stack: list = [program["graph_module"]]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "target" in item and "inputs" in item:  # a node
+                targets.add(item["target"])
+            texts += [value for key, value in item.items() if key == "expr_str"]
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+    return targets, texts
+
+
+def _plain_expression(text: str) -> bool:
+    """Whether ``text`` parses as an :data:`EXPRESSION_NODES` expression whose names are
+    capitalised (sympy: ``Add``, ``Symbol``; the guards' ``L``) or :data:`LOWER_CASE_NAMES`,
+    whose only attribute is ``.size`` and whose strings are :data:`PLAIN_WORD`\\ s: nothing
+    that reaches a builtin, a module or an attribute that runs code."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            ok = node.id[0].isupper() and "__" not in node.id
+            ok = ok or bool(LOWER_CASE_NAMES.fullmatch(node.id))
+        elif isinstance(node, ast.Attribute):
+            ok = node.attr == "size"
+        elif isinstance(node, ast.Constant):
+            ok = not isinstance(node.value, (str, bytes)) or bool(PLAIN_WORD.fullmatch(node.value))
+        else:
+            ok = isinstance(node, EXPRESSION_NODES)
+        if not ok:
+            return False
+    return True
 
 
 class ExportedDetector:

@@ -1,9 +1,10 @@
 """``ExportedDetector`` loads only what ``asl-export`` writes: a ``.pt2`` whose archive asks
-torch to unpickle a weight, a constant or its example inputs (which would run code from the
-file) is refused before anything in it is read by torch.
+torch to unpickle a weight, a constant or its example inputs, or whose program carries
+Python in a guard or calls a function outside the tensor ops (each would run code from the
+file), is refused before anything in it is read by torch.
 
 Each crafted archive starts from a real small export (:func:`write_artifact` of an untrained
-tiny detector) and is first shown to run its payload under a bare ``torch.export.load``.
+tiny detector); the slow tests show the payloads run under a bare ``torch.export.load``.
 """
 
 from __future__ import annotations
@@ -105,10 +106,38 @@ def pickled_examples(marker: Path):
     return change
 
 
-CRAFTS = {
+def guard_code(marker: Path):
+    """An input guard (Python that the loaded program runs on every call) with a payload."""
+
+    def change(entries):
+        program = json.loads(entries["models/model.json"])
+        program["guards_code"].append(f"__import__('pathlib').Path('{marker}').write_text('x')")
+        entries["models/model.json"] = json.dumps(program).encode()
+
+    return change
+
+
+def foreign_call(marker: Path):
+    """A node that calls a function reachable from the torch module (``torch.os``)."""
+
+    def change(entries):
+        program = json.loads(entries["models/model.json"])
+        program["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+        entries["models/model.json"] = json.dumps(program).encode()
+
+    return change
+
+
+# what torch unpickles while loading: the payload runs in torch.export.load itself
+UNPICKLED = {
     "a weight marked use_pickle": (pickled_weight, "asks to unpickle"),
     "an opaque-object constant": (pickled_constant, "opaque_obj_0.*never writes"),
     "example inputs that are not tensors": (pickled_examples, "example inputs hold more"),
+}
+CRAFTS = {
+    **UNPICKLED,
+    "a guard with code": (guard_code, 'holds the expression "__import__'),
+    "a node calling torch.os.system": (foreign_call, "calls 'torch.os.system'"),
 }
 
 
@@ -120,16 +149,28 @@ def test_our_own_export_loads(artifact):
 
 # a bare torch.export.load costs seconds per archive: in the slow step
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(CRAFTS))
+@pytest.mark.parametrize("case", list(UNPICKLED))
 def test_a_crafted_archive_runs_its_payload_under_a_bare_torch_load(artifact, tmp_path, case):
     """The crafted files are live: torch.export.load itself runs the payload."""
-    craft, _ = CRAFTS[case]
+    craft, _ = UNPICKLED[case]
     marker, crafted = tmp_path / "marker", tmp_path / "crafted.pt2"
     rewrite(artifact, crafted, craft(marker))
     # torch may fail after the payload ran (the object is no tensor) or load it as it is
     with contextlib.suppress(Exception):
         torch.export.load(crafted)
     assert marker.read_text() == "payload ran"
+
+
+@pytest.mark.slow
+def test_a_crafted_guard_runs_when_the_bare_program_is_called(artifact, tmp_path):
+    marker, crafted = tmp_path / "marker", tmp_path / "crafted.pt2"
+    rewrite(artifact, crafted, guard_code(marker))
+    program = torch.export.load(crafted).module()
+    assert not marker.exists()
+    feats, mask = torch.zeros(2, TINY["input_dim"], 4), torch.ones(2, 4, dtype=torch.bool)
+    with contextlib.suppress(Exception):  # the guard returns no bool: torch._assert fails
+        program(feats, mask, torch.ones(2), torch.ones(2), torch.ones(2))
+    assert marker.read_text() == "x"
 
 
 @pytest.mark.parametrize("case", list(CRAFTS))
