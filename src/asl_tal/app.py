@@ -191,20 +191,12 @@ def _settings_only(node: DictConfig) -> dict:
 
 def check_accelerator(trainer: dict) -> None:
     """Refuse ``trainer.accelerator: gpu`` (or ``cuda``) on a machine where torch sees no
-    CUDA GPU, and more ``trainer.devices`` than it sees, before any work is done."""
+    CUDA GPU, before any work is done."""
     accelerator = str(trainer["accelerator"])
-    if accelerator not in ("gpu", "cuda"):
-        return
-    if not torch.cuda.is_available():
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigValueError(
             f"trainer.accelerator={accelerator}: torch sees no CUDA GPU on this machine; "
             "run on the CPU with trainer=cpu (or trainer.accelerator=cpu)"
-        )
-    devices, visible = trainer["devices"], torch.cuda.device_count()
-    if isinstance(devices, int) and devices > visible:
-        raise ConfigValueError(
-            f"trainer.devices={devices}: torch sees {visible} CUDA GPU(s) on this machine; "
-            f"pass trainer.devices={visible} or fewer (-1: every visible GPU)"
         )
 
 

@@ -15,6 +15,13 @@ data-dependent (selection rounds until each video is done) and stays outside the
 :func:`suppress` (or :meth:`ExportedDetector.detect`) runs it and clips to each video's
 duration, as ``eval`` / ``predict`` do. The artifact's ``asl_tal.json`` (an extra file of
 the ``.pt2`` archive) holds the class names and the post-processing settings that step uses.
+
+:class:`ExportedDetector` loads only what ``asl-export`` writes: :func:`check_archive`
+reads the archive with ``zipfile``, ``json`` and ``ast`` before torch does, and refuses
+anything torch would unpickle (weights or constants marked ``use_pickle``, opaque or custom
+objects, example inputs beyond what ``weights_only`` loads), compiled code, nodes calling
+more than tensor ops and size arithmetic, and guards or size expressions beyond arithmetic:
+torch runs each of those as code from the file (docs/deployment.md).
 """
 
 from __future__ import annotations
