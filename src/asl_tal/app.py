@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -33,8 +34,9 @@ from asl_tal.data.features import FeatureError
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
 from asl_tal.models.network import required_multiple
+from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.run_log import quiet_dependencies
-from asl_tal.settings import ConfigValueError
+from asl_tal.settings import ConfigValueError, check_values, settings_from
 from asl_tal.submission import write_activitynet_results
 from asl_tal.sweeps import SweepJobError
 from asl_tal.tracking import is_wandb_logger, wandb_logger_config
@@ -111,24 +113,26 @@ def run_dir() -> Path:
     return Path.cwd()
 
 
+RUN_DIR_HINT = "give a writable run directory with hydra.run.dir=..."
+
+
 @contextlib.contextmanager
-def writing(path: str | Path) -> Iterator[None]:
+def writing(path: str | Path, hint: str = RUN_DIR_HINT) -> Iterator[None]:
     """Turn an ``OSError`` while writing ``path`` into one :class:`OutputWriteError` line
-    naming the path (read-only run directory, disk full, a file where a folder belongs)."""
+    naming the path (read-only run directory, disk full, a file where a folder belongs),
+    ending with ``hint``: what to pass instead."""
     try:
         yield
     except OSError as err:
         if isinstance(err, OutputWriteError):
             raise
         reason = err.strerror or str(err) or type(err).__name__
-        raise OutputWriteError(
-            f"cannot write {path}: {reason} (give a writable run directory with hydra.run.dir=...)"
-        ) from err
+        raise OutputWriteError(f"cannot write {path}: {reason} ({hint})") from err
 
 
-def check_writable(directory: Path) -> None:
+def check_writable(directory: Path, hint: str = RUN_DIR_HINT) -> None:
     """Create ``directory`` if needed and check that a file can be written into it."""
-    with writing(directory):
+    with writing(directory, hint):
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
             pass
@@ -139,6 +143,68 @@ def prepare_results_dir(directory: Path) -> Path:
     out = directory / "results"
     check_writable(out)
     return out
+
+
+class WritableOutputDir(Callback):
+    """Hydra callback (``conf/hydra/default.yaml``): the run directory, or a multirun's
+    sweep directory, is created and checked writable before Hydra writes its files there;
+    one that cannot be is one ``error:`` line and exit status 2, not Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(Path(config.hydra.sweep.dir))
+
+    @staticmethod
+    def _check(directory: Path) -> None:
+        # before any job: the whole run (or sweep) stops, also in a multirun
+        try:
+            check_writable(directory)
+        except OutputWriteError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
+def check_run_config(cfg: DictConfig, training: bool) -> None:
+    """The values an entry point reads, checked before any data is read or file written
+    (the ranges: :data:`asl_tal.settings.CONSTRAINTS`): ``postprocess``, ``evaluation``,
+    the trainer's accelerator, and for training also ``seed``, ``optimizer`` and the
+    callbacks (a callback set to null is left out). The model and dataset blocks have
+    checks of their own (``check_model_config``, the data module's constructor).
+
+    Raises:
+        ConfigValueError: one line naming the key and what it takes.
+    """
+    settings_from(
+        PostprocessConfig, OmegaConf.to_container(cfg.postprocess, resolve=True), "postprocess"
+    )
+    check_values(OmegaConf.to_container(cfg.evaluation, resolve=True), "evaluation")
+    check_accelerator(OmegaConf.to_container(cfg.trainer, resolve=True))
+    if not training:
+        return
+    check_values({"seed": cfg.seed}, "", {"seed": int})
+    check_values(_settings_only(cfg.optimizer), "optimizer")
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback is not None:
+            check_values(_settings_only(callback), f"callbacks.{name}")
+
+
+def _settings_only(node: DictConfig) -> dict:
+    """A Hydra block without its ``_target_`` / ``_partial_`` keys."""
+    block = OmegaConf.to_container(node, resolve=True)
+    return {key: value for key, value in block.items() if not key.startswith("_")}
+
+
+def check_accelerator(trainer: dict) -> None:
+    """Refuse ``trainer.accelerator: gpu`` (or ``cuda``) on a machine where torch sees no
+    CUDA GPU, before any work is done."""
+    accelerator = str(trainer["accelerator"])
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigValueError(
+            f"trainer.accelerator={accelerator}: torch sees no CUDA GPU on this machine; "
+            "run on the CPU with trainer=cpu (or trainer.accelerator=cpu)"
+        )
 
 
 def check_fresh_run_dir(directory: Path, ckpt_path: Path | None) -> None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from asl_tal.app import (
     build_datamodule,
     build_trainer,
+    check_run_config,
     command_line_overrides,
     prepare_results_dir,
     run_dir,
@@ -55,9 +56,11 @@ log = logging.getLogger("asl_tal.eval")
 def evaluate(cfg: DictConfig) -> dict:
     """Test ``cfg.ckpt_path`` on the test subset of its dataset; returns the logged metrics.
 
-    ``ckpt_path`` is required (a local file) and the run directory must be writable: both
-    are checked before any work. The checkpoint's dataset, post-processing and evaluation
-    blocks replace the config files' unless the command line gives them."""
+    ``ckpt_path`` is required (a local file), the config's values must be in range and the
+    run directory must be writable: all are checked before any work. The checkpoint's
+    dataset, post-processing and evaluation blocks replace the config files' unless the
+    command line gives them."""
+    check_run_config(cfg, training=False)
     local_checkpoint_path(cfg.get("ckpt_path"))
     output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)

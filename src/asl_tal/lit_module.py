@@ -22,6 +22,7 @@ from asl_tal.metrics.recall import RecallAtK
 from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
+from asl_tal.settings import settings_from
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,7 +93,7 @@ class ASLLitModule(L.LightningModule):
             # compile the bound forward: parameter names (and so checkpoints) stay unchanged
             network = self.detector.network
             network.forward = torch.compile(network.forward, dynamic=True)
-        self.postprocess_cfg = PostprocessConfig(**postprocess)
+        self.postprocess_cfg = settings_from(PostprocessConfig, postprocess, "postprocess")
         self.evaluation = dict(evaluation)
         self.skip_nonfinite = skip_nonfinite
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from asl_tal.app import (
     UserInputError,
     build_trainer,
+    check_run_config,
     command_line_overrides,
     run_dir,
     user_errors,
@@ -465,8 +466,9 @@ def report_summary(report: PredictReport) -> None:
 def predict(cfg: DictConfig) -> PredictReport:
     """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
 
-    Raises a user error before any work for a bad ``input`` or ``output``, and after the
-    run when no video could be read (nothing is written then).
+    Raises a user error before any work for a missing or bad ``input``, a bad ``output``
+    or a config value out of range, and after the run when no video could be read (nothing
+    is written then).
     """
     local_checkpoint_path(cfg.get("ckpt_path"))
     if OmegaConf.is_missing(cfg, "input"):
@@ -475,6 +477,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         )
     output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)
+    check_run_config(cfg, training=False)
     if cfg.plot:
         check_plot_top_k(cfg.plot_top_k)
     inventory = find_videos(cfg.input)

@@ -3,14 +3,17 @@
 :func:`settings_from` and :func:`check_keywords` check a config block against a dataclass or
 a constructor before anything is built: the keys (missing, unknown), each value's type (from
 the annotations: ``int``, ``float``, ``bool``, ``str``, ``None``-able, lists, ``Literal``),
-the value constraints of :data:`CONSTRAINTS` and the cross-key rules of :data:`RULES`. A
-problem is one :class:`ConfigValueError` line naming the full key, e.g.
+the value constraints of :data:`CONSTRAINTS` (and :data:`NON_EMPTY`) and the cross-key rules
+of :data:`RULES`. :func:`check_values` checks a block with no dataclass or constructor of
+ours behind it (the optimizer, the callbacks, the evaluation protocol, the seed). A problem
+is one :class:`ConfigValueError` line naming the full key, e.g.
 ``model.network.l1 (alias model.l1): expected an integer, got 'abc'``.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import types
 import typing
@@ -46,6 +49,9 @@ OPEN_FRACTION: Constraint = (lambda v: 0 < v < 1, "in (0, 1)")
 UP_TO_ONE: Constraint = (lambda v: 0 < v <= 1, "in (0, 1]")
 BELOW_ONE: Constraint = (lambda v: 0 <= v < 1, "in [0, 1)")
 ODD: Constraint = (lambda v: v > 0 and v % 2 == 1, "a positive odd number")
+FINITE_POSITIVE: Constraint = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+# what lightning's seed_everything accepts (numpy's seed range)
+SEED: Constraint = (lambda v: 0 <= v < 2**32, "in [0, 2**32)")
 
 # value constraints by full key, checked after the type (None passes; a list: every entry)
 CONSTRAINTS: dict[str, Constraint] = {
@@ -93,7 +99,33 @@ CONSTRAINTS: dict[str, Constraint] = {
     "dataset.trunc_thresh": FRACTION,
     "dataset.clip_tolerance": NON_NEGATIVE,
     "dataset.clip_tolerance_relative": NON_NEGATIVE,
+    # 1.0 would hold out every training video
+    "dataset.val_holdout": BELOW_ONE,
+    "seed": SEED,
+    "optimizer.lr": FINITE_POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "postprocess.score_thresh": FRACTION,
+    "postprocess.pre_nms_topk": POSITIVE,
+    "postprocess.duration_thresh": NON_NEGATIVE,
+    "postprocess.sigma": POSITIVE,
+    "postprocess.iou_threshold": FRACTION,
+    "postprocess.min_score": FRACTION,
+    "postprocess.max_seg_num": POSITIVE,
+    "postprocess.voting_thresh": FRACTION,
+    "postprocess.fusion_topk": POSITIVE,
+    "evaluation.tiou_thresholds": UP_TO_ONE,
+    "evaluation.recall_topk": POSITIVE,
+    "evaluation.recall_tiou_thresholds": UP_TO_ONE,
+    "callbacks.visualization.every_n_epochs": POSITIVE,
+    "callbacks.visualization.num_instances": NON_NEGATIVE,
+    "callbacks.visualization.num_videos": NON_NEGATIVE,
+    "callbacks.visualization.top_k": POSITIVE,
+    "callbacks.visualization.tiou_thresh": UP_TO_ONE,
+    "callbacks.visualization.dpi": POSITIVE,
 }
+
+# list-valued keys that need at least one entry (their entries obey CONSTRAINTS)
+NON_EMPTY: frozenset[str] = frozenset({"evaluation.tiou_thresholds"})
 
 
 def key_name(key: str) -> str:
@@ -164,12 +196,24 @@ def _hints(obj: Any) -> dict[str, Any]:
         return {}
 
 
+def check_values(
+    block: Mapping[str, Any], where: str, hints: Mapping[str, Any] | None = None
+) -> None:
+    """Raise like :func:`settings_from` when a value of ``block`` does not fit its type in
+    ``hints`` (name -> annotation; None: no types) or its constraints; unknown and missing
+    keys are not checked. ``where`` is the block's full key ("" for top-level keys)."""
+    _check_values(block, hints or {}, where)
+
+
 def _check_values(block: Mapping[str, Any], hints: Mapping[str, Any], where: str) -> None:
     problems = []
     for name, value in block.items():
-        key = f"{where}.{name}"
+        key = f"{where}.{name}" if where else name
         if name in hints and not matches(value, hints[name]):
             problems.append(f"{key_name(key)}: expected {describe(hints[name])}, got {value!r}")
+        elif key in NON_EMPTY and _is_list(value) and not value:
+            within = f" {CONSTRAINTS[key][1]}" if key in CONSTRAINTS else ""
+            problems.append(f"{key_name(key)}: must list at least one value{within}, got []")
         elif key in CONSTRAINTS and value is not None:
             test, text = CONSTRAINTS[key]
             values = value if _is_list(value) else [value]

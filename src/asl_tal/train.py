@@ -23,6 +23,7 @@ from asl_tal.app import (
     build_module,
     build_trainer,
     check_fresh_run_dir,
+    check_run_config,
     check_writable,
     run_dir,
     user_errors,
@@ -68,14 +69,17 @@ def train(cfg: DictConfig) -> float | None:
     the best checkpoint where it was selected on videos that are not test videos, else the
     last epoch's weights.
 
-    Before any work: a ``ckpt_path`` to resume from must be a readable local checkpoint
-    (never a URL), and the run directory must not hold checkpoints of another run. Every
+    Before any work: the config's values must be in range (:func:`check_run_config`), a
+    ``ckpt_path`` to resume from must be a readable local checkpoint (never a URL), and the
+    run directory must not hold checkpoints of another run. Before training: the validation
+    (and, with ``test_after_fit``, the test) subset must hold ground truth. Every
     checkpoint is loaded with ``weights_only=True``.
 
     Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
     value of it: the score of the best checkpoint when a checkpoint callback monitors it,
     else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
     """
+    check_run_config(cfg, training=True)
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
     check_epochs(cfg.trainer.max_epochs, cfg.scheduler.warmup_epochs, cfg.scheduler.epochs)
     if cfg.test_weights not in TEST_WEIGHTS:
@@ -93,6 +97,8 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
+    if cfg.test_after_fit:
+        datamodule.check_ground_truth("test")
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     if resume is not None:

@@ -326,12 +326,38 @@ class TALDataModule(L.LightningDataModule):
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the stage's datasets, after :meth:`preflight` of every subset it uses."""
+        """Build the stage's datasets, after :meth:`check_ground_truth` of its evaluated
+        subsets and :meth:`preflight` of every subset it uses."""
         if stage not in SETUP_STAGES:
             raise ValueError(f"unknown stage {stage!r}; expected one of {list(SETUP_STAGES)}")
-        self.preflight(PREFLIGHT_STAGES[stage])
         for name in SETUP_STAGES[stage]:
-            self.dataset(name)
+            self.dataset(name)  # reads the annotations, not the features
+            if name != "train":
+                self.check_ground_truth(name)
+        self.preflight(PREFLIGHT_STAGES[stage])
+
+    def check_ground_truth(self, stage: str) -> None:
+        """Raise :class:`AnnotationError` when no video of the ``val`` / ``test`` subset has
+        an annotated segment: its mAP would be undefined (found before any training)."""
+        videos = self.annotations(stage)
+        if any(len(video.labels) for video in videos.values()):
+            return
+        key = STAGES[stage]
+        if key == "val" and self.cfg.val_holdout:
+            source = (
+                f"the {len(videos)} training video(s) held out by "
+                f"dataset.val_holdout={self.cfg.val_holdout:g}"
+            )
+            fix = "raise dataset.val_holdout, or validate on dataset.val_subset=[<subset>]"
+        else:
+            source = f"{len(videos)} video(s) of dataset.{key}_subset={self.subsets(stage)}"
+            fix = f"pass dataset.{key}_subset=[<subset with annotations>]"
+            if key == "val":
+                fix += " or dataset.val_holdout=<fraction of the training videos>"
+        raise AnnotationError(
+            f"{self.json_path}: none of the {source} has an annotated segment, so the "
+            f"{'validation' if key == 'val' else 'test'} mAP is undefined: {fix}"
+        )
 
     def preflight(self, stages: Sequence[str] = ("train", "val", "test")) -> None:
         """Check every feature file the datasets of ``stages`` read, from the files' headers

@@ -12,6 +12,10 @@ NmsMethod = Literal["soft_gaussian", "soft_linear", "hard", "none"]
 class PostprocessConfig:
     """How network outputs become detections.
 
+    Build it from a config block with ``settings_from(PostprocessConfig, block,
+    "postprocess")`` (:mod:`asl_tal.settings`), which checks the types and the ranges
+    (``asl_tal.settings.CONSTRAINTS``, keys ``postprocess.*``).
+
     Attributes:
         score_thresh: candidates need ``sigmoid(logit) > score_thresh``.
         pre_nms_topk: (point, class) candidates kept before NMS, per level or per video.
@@ -41,12 +45,3 @@ class PostprocessConfig:
     class_agnostic: bool
     voting_thresh: float
     fusion_topk: int
-
-    def __post_init__(self) -> None:
-        if self.nms_method not in ("soft_gaussian", "soft_linear", "hard", "none"):
-            raise ValueError(f"PostprocessConfig.nms_method: unknown value {self.nms_method!r}")
-        if self.sigma <= 0:
-            raise ValueError(f"PostprocessConfig.sigma must be > 0, got {self.sigma}")
-        for name in ("pre_nms_topk", "max_seg_num", "fusion_topk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"PostprocessConfig.{name} must be >= 1")
