@@ -470,11 +470,12 @@ def predict(cfg: DictConfig) -> PredictReport:
     or a config value out of range, and after the run when no video could be read (nothing
     is written then).
     """
-    local_checkpoint_path(cfg.get("ckpt_path"))
     if OmegaConf.is_missing(cfg, "input"):
         raise UserInputError(
-            "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them"
+            "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them "
+            "(e.g. input=features/)"
         )
+    local_checkpoint_path(cfg.get("ckpt_path"))
     output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)
     check_run_config(cfg, training=False)

@@ -230,14 +230,3 @@ def test_the_run_folder_name(tmp_path, stored_name, overrides, expected):
     torch.save({"hyper_parameters": {"dataset": dataset}, "state_dict": {}}, path)
     assert run_dataset_name(str(path), "configured", overrides) == expected
     assert run_dataset_name(str(tmp_path / "missing.ckpt"), "configured", []) == "configured"
-
-
-def test_predict_without_input_says_what_to_pass(custom_run, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    ckpt = custom_run / "checkpoints" / "best.ckpt"
-    with pytest.raises(SystemExit) as info:
-        run(predict_entry, monkeypatch, f"ckpt_path={ckpt}")
-    assert info.value.code == 2
-    assert capsys.readouterr().err == (
-        "error: input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them\n"
-    )

@@ -134,7 +134,8 @@ def test_predict_without_input(tmp_path, monkeypatch, capsys):
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert message == (
-        "input=... is required: a feature file or a folder of them (e.g. input=features/)"
+        "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them "
+        "(e.g. input=features/)"
     )
     assert not (tmp_path / "run" / "results").exists()
 
