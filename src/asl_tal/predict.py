@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickletools
 import re
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -136,12 +138,29 @@ def _is_feature_file(path: Path) -> bool:
     return path.suffix.lower() in FEATURE_EXTS
 
 
+def _not_regular(path: Path) -> str:
+    """What ``path`` is, for an entry that is neither a regular file nor a folder (reading
+    a FIFO or a device would block or never end)."""
+    if not path.exists():
+        return "a broken symbolic link"
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "a device"
+    return f"not a regular file ({kind})"
+
+
 def find_videos(path: str | Path) -> Inventory:
     """The videos named by ``path``: one feature file, or a folder's files sorted by name.
 
     Raises (before any work) when ``path`` does not exist, is a file of an unsupported
-    format, or is a folder without any feature file. Unreadable HDF5 files and video ids
-    given by two sources are recorded in ``skipped``; other folder entries in ``ignored``.
+    format or not a regular file, or is a folder without any feature file. Unreadable HDF5
+    files and video ids given by two sources are recorded in ``skipped``; other folder
+    entries in ``ignored``, among them FIFOs, sockets, devices and broken links, which are
+    never opened.
     """
     path = Path(path)
     inv = Inventory()
@@ -156,6 +175,8 @@ def find_videos(path: str | Path) -> Inventory:
         for entry in sorted(path.iterdir()):
             if entry.is_dir():
                 inv.ignored.append(Skipped(str(entry), "a folder (sub-folders are not read)"))
+            elif not entry.is_file():
+                inv.ignored.append(Skipped(str(entry), f"{_not_regular(entry)}; never opened"))
             elif _is_feature_file(entry):
                 inv.files.append(entry)
             else:
@@ -164,6 +185,10 @@ def find_videos(path: str | Path) -> Inventory:
                 )
         if not inv.files:
             raise FeatureError(f"input {path}: no feature files ({supported})")
+    elif path.exists():
+        raise FeatureError(
+            f"input {path}: {_not_regular(path)}; give a feature file or a folder of them"
+        )
     else:
         raise FileNotFoundError(f"input {path}: no such feature file or folder")
 
@@ -263,6 +288,46 @@ def is_predict_output(path: Path) -> bool:
     return is_predict_results(path) or is_ego4d_submission(path) or is_actionformer_results(path)
 
 
+def positive_number(value: object, name: str, what: str) -> float | None:
+    """``value`` as a float (None stays None).
+
+    Raises:
+        UserInputError: naming ``name`` unless ``value`` is a finite number > 0 (``what``
+            says what it measures).
+    """
+    if value is None:
+        return None
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = None
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise UserInputError(
+            f"{name}={value!r}: {what} must be a finite number > 0; give another value or "
+            "leave it out"
+        )
+    return number
+
+
+def video_timing(cfg: DictConfig) -> tuple[float | None, float | None]:
+    """``(fps, duration)`` for every video: ``fps`` from the command line, else
+    ``dataset.fps``, else ``dataset.default_fps`` (None when none is set); ``duration``
+    from the command line (None = derived from the length). Each must be a finite number
+    > 0 (:func:`positive_number`)."""
+    data = cfg.dataset
+    candidates = (
+        ("fps", cfg.fps),
+        ("dataset.fps", data.fps),
+        ("dataset.default_fps", data.default_fps),
+    )
+    name, fps = next(((n, v) for n, v in candidates if v is not None), ("fps", None))
+    fps = positive_number(fps, name, "the frame rate (frames per second)")
+    duration = positive_number(cfg.duration, "duration", "the video duration (seconds)")
+    return fps, duration
+
+
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
     write (:func:`is_predict_output`)."""
@@ -270,6 +335,8 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
         return
     if output.is_dir():
         raise OutputError(f"output {output} is a folder; give a file name (e.g. {output}/x.json)")
+    if not output.is_file():
+        raise OutputError(f"output {output}: {_not_regular(output)}; give a file name")
     for path in inputs:
         if os.path.samefile(output, path):
             raise OutputError(
@@ -502,6 +569,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     plot_top_k = cfg.get("plot_top_k", 20)
     if cfg.get("plot") and (type(plot_top_k) is not int or plot_top_k < 1):
         raise UserInputError(f"plot_top_k must be a positive integer, got {plot_top_k!r}")
+    fps, duration = video_timing(cfg)
     inventory = find_videos(cfg.input)
     default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
     output = Path(cfg.output) if cfg.get("output") else default_output
@@ -520,10 +588,10 @@ def predict(cfg: DictConfig) -> PredictReport:
     dataset = RawFeatureDataset(
         inventory.sources,
         input_dim=int(data.input_dim),
-        fps=cfg.get("fps") or data.get("fps") or data.get("default_fps"),
+        fps=fps,
         stride=data.feat_stride,
         window=data.feat_window,
-        duration=cfg.get("duration"),
+        duration=duration,
         fixed_length=data.fixed_length,
         resample_geometry=data.get("resample_geometry", "spec"),
     )
