@@ -14,8 +14,10 @@ counted in the summary, and changes neither the results nor the exit status.
 A file that cannot be read (or two files giving the same video id) does not stop the others:
 every readable video gets its detections written, then a summary on stderr (and in the log)
 names each skipped file and why, and the exit status is 2. Entries of the folder that are
-not feature files are listed as ignored (exit status unchanged). ``output`` overwrites only
-an earlier results file of one of these layouts, never an input.
+not feature files are listed as ignored (exit status unchanged); FIFOs, sockets, devices and
+broken links among them are never opened. ``fps`` and ``duration`` must be finite numbers
+> 0. ``output`` overwrites only an earlier results file of one of these layouts, never an
+input.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ class Inventory:
         sources: the videos to run, sorted by file name.
         files: every feature file of the input (what ``output`` must never be).
         skipped: inputs that are errors (unreadable, ambiguous): exit status 2.
-        ignored: folder entries that are not feature files (unsupported suffix, sub-folders).
+        ignored: folder entries that are not feature files (unsupported suffix, sub-folders,
+            entries that are not regular files).
     """
 
     sources: list[VideoSource] = field(default_factory=list)
