@@ -291,12 +291,12 @@ def is_predict_output(path: Path) -> bool:
     return is_predict_results(path) or is_ego4d_submission(path) or is_actionformer_results(path)
 
 
-def positive_number(value: object, name: str, what: str) -> float | None:
+def positive_number(value: object, name: str, what: str, example: str) -> float | None:
     """``value`` as a float (None stays None).
 
     Raises:
         UserInputError: naming ``name`` unless ``value`` is a finite number > 0 (``what``
-            says what it measures).
+            says what it measures, ``example`` is a value to suggest).
     """
     if value is None:
         return None
@@ -308,8 +308,7 @@ def positive_number(value: object, name: str, what: str) -> float | None:
             number = None
     if number is None or not math.isfinite(number) or number <= 0:
         raise UserInputError(
-            f"{name}={value!r}: {what} must be a finite number > 0; give another value or "
-            "leave it out"
+            f"{name}={value!r}: {what} must be a finite number > 0, e.g. {name}={example}"
         )
     return number
 
@@ -326,8 +325,8 @@ def video_timing(cfg: DictConfig) -> tuple[float | None, float | None]:
         ("dataset.default_fps", data.default_fps),
     )
     name, fps = next(((n, v) for n, v in candidates if v is not None), ("fps", None))
-    fps = positive_number(fps, name, "the frame rate (frames per second)")
-    duration = positive_number(cfg.duration, "duration", "the video duration (seconds)")
+    fps = positive_number(fps, name, "the frame rate (frames per second)", "30")
+    duration = positive_number(cfg.duration, "duration", "the video duration (seconds)", "60.5")
     return fps, duration
 
 

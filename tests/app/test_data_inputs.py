@@ -100,7 +100,7 @@ def test_predict_refuses_a_frame_rate_or_duration_that_is_not_positive(
         f"output={out}",
         override,
     )
-    line = error_line(code, err, shown, "must be a finite number > 0")
+    line = error_line(code, err, shown, "must be a finite number > 0, e.g.")
     assert ("frame rate" in line) == ("fps" in override)
     assert not out.exists()
     assert fingerprint(folder) == before
@@ -313,3 +313,26 @@ def test_predict_refuses_an_input_that_is_a_fifo(monkeypatch, capsys, tmp_path):
     assert opened == []
     error_line(code, err, str(fifo), "not a regular file (a FIFO)")
     assert not out.exists()
+
+
+def test_predict_refuses_an_output_that_is_a_fifo(monkeypatch, capsys, tmp_path):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    save_features(folder / "clip.npy", 30)
+    before = fingerprint(folder)
+    fifo = tmp_path / "pred.json"
+    os.mkfifo(fifo)
+    with open_for_reading(fifo) as opened:
+        code, err = run_main(
+            monkeypatch,
+            capsys,
+            predict_main,
+            "debug=tiny",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"ckpt_path={tmp_path / 'none.ckpt'}",
+            f"input={folder}",
+            f"output={fifo}",
+        )
+    assert opened == []
+    error_line(code, err, f"output {fifo}", "not a regular file (a FIFO)")
+    assert fingerprint(folder) == before
