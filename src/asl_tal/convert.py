@@ -32,6 +32,7 @@ from asl_tal.data.actionformer_config import (
     dataset_config_yaml,
     hydra_overrides,
     override_value,
+    shown,
     translate_actionformer_config,
 )
 from asl_tal.data.annotations import AnnotationError
@@ -143,7 +144,7 @@ def _actionformer_config(a: argparse.Namespace) -> None:
     if translation.unmapped:
         print("ActionFormer keys without a counterpart here (not translated):")
         for key, value, reason in translation.unmapped:
-            print(f"  {key} = {value!r}: {reason}")
+            print(f"  {key} = {shown(value)}: {reason}")
 
 
 _FLAG = {"action": "store_true"}

@@ -14,16 +14,20 @@ counted in the summary, and changes neither the results nor the exit status.
 A file that cannot be read (or two files giving the same video id) does not stop the others:
 every readable video gets its detections written, then a summary on stderr (and in the log)
 names each skipped file and why, and the exit status is 2. Entries of the folder that are
-not feature files are listed as ignored (exit status unchanged). ``output`` overwrites only
-an earlier results file of one of these layouts, never an input.
+not feature files are listed as ignored (exit status unchanged); FIFOs, sockets, devices and
+broken links among them are never opened. ``fps`` and ``duration`` must be finite numbers
+> 0. ``output`` overwrites only an earlier results file of one of these layouts, never an
+input.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickletools
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -127,7 +131,8 @@ class Inventory:
         sources: the videos to run, sorted by file name.
         files: every feature file of the input (what ``output`` must never be).
         skipped: inputs that are errors (unreadable, ambiguous): exit status 2.
-        ignored: folder entries that are not feature files (unsupported suffix, sub-folders).
+        ignored: folder entries that are not feature files (unsupported suffix, sub-folders,
+            entries that are not regular files).
     """
 
     sources: list[VideoSource] = field(default_factory=list)
@@ -147,12 +152,29 @@ def _is_feature_file(path: Path) -> bool:
     return path.suffix.lower() in FEATURE_EXTS
 
 
+def _not_regular(path: Path) -> str:
+    """What ``path`` is, for an entry that is neither a regular file nor a folder (reading
+    a FIFO or a device would block or never end)."""
+    if not path.exists():
+        return "a broken symbolic link"
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "a device"
+    return f"not a regular file ({kind})"
+
+
 def find_videos(path: str | Path) -> Inventory:
     """The videos named by ``path``: one feature file, or a folder's files sorted by name.
 
     Raises (before any work) when ``path`` does not exist, is a file of an unsupported
-    format, or is a folder without any feature file. Unreadable HDF5 files and video ids
-    given by two sources are recorded in ``skipped``; other folder entries in ``ignored``.
+    format or not a regular file, or is a folder without any feature file. Unreadable HDF5
+    files and video ids given by two sources are recorded in ``skipped``; other folder
+    entries in ``ignored``, among them FIFOs, sockets, devices and broken links, which are
+    never opened.
     """
     path = Path(path)
     inv = Inventory()
@@ -167,6 +189,8 @@ def find_videos(path: str | Path) -> Inventory:
         for entry in sorted(path.iterdir()):
             if entry.is_dir():
                 inv.ignored.append(Skipped(str(entry), "a folder (sub-folders are not read)"))
+            elif not entry.is_file():
+                inv.ignored.append(Skipped(str(entry), f"{_not_regular(entry)}; never opened"))
             elif _is_feature_file(entry):
                 inv.files.append(entry)
             else:
@@ -175,6 +199,10 @@ def find_videos(path: str | Path) -> Inventory:
                 )
         if not inv.files:
             raise FeatureError(f"input {path}: no feature files ({supported})")
+    elif path.exists():
+        raise FeatureError(
+            f"input {path}: {_not_regular(path)}; give a feature file or a folder of them"
+        )
     else:
         raise FileNotFoundError(f"input {path}: no such feature file or folder")
 
@@ -274,6 +302,45 @@ def is_predict_output(path: Path) -> bool:
     return is_predict_results(path) or is_ego4d_submission(path) or is_actionformer_results(path)
 
 
+def positive_number(value: object, name: str, what: str, example: str) -> float | None:
+    """``value`` as a float (None stays None).
+
+    Raises:
+        UserInputError: naming ``name`` unless ``value`` is a finite number > 0 (``what``
+            says what it measures, ``example`` is a value to suggest).
+    """
+    if value is None:
+        return None
+    number = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = None
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise UserInputError(
+            f"{name}={value!r}: {what} must be a finite number > 0, e.g. {name}={example}"
+        )
+    return number
+
+
+def video_timing(cfg: DictConfig) -> tuple[float | None, float | None]:
+    """``(fps, duration)`` for every video: ``fps`` from the command line, else
+    ``dataset.fps``, else ``dataset.default_fps`` (None when none is set); ``duration``
+    from the command line (None = derived from the length). Each must be a finite number
+    > 0 (:func:`positive_number`)."""
+    data = cfg.dataset
+    candidates = (
+        ("fps", cfg.fps),
+        ("dataset.fps", data.fps),
+        ("dataset.default_fps", data.default_fps),
+    )
+    name, fps = next(((n, v) for n, v in candidates if v is not None), ("fps", None))
+    fps = positive_number(fps, name, "the frame rate (frames per second)", "30")
+    duration = positive_number(cfg.duration, "duration", "the video duration (seconds)", "60.5")
+    return fps, duration
+
+
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
     write (:func:`is_predict_output`)."""
@@ -281,6 +348,8 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
         return
     if output.is_dir():
         raise OutputError(f"output {output} is a folder; give a file name (e.g. {output}/x.json)")
+    if not output.is_file():
+        raise OutputError(f"output {output}: {_not_regular(output)}; give a file name")
     for path in inputs:
         if os.path.samefile(output, path):
             raise OutputError(
@@ -481,12 +550,14 @@ def predict(cfg: DictConfig) -> PredictReport:
     check_run_config(cfg, training=False)
     if cfg.plot:
         check_plot_top_k(cfg.plot_top_k)
+    video_timing(cfg)  # the command line's values, checked before the checkpoint is read
     inventory = find_videos(cfg.input)
     default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
     output = Path(cfg.output) if cfg.output else default_output
     check_output(output, inventory.files)
     cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
     data = cfg.dataset
+    fps, duration = video_timing(cfg)
     log.info(
         "feature grid of dataset %s: width %s, stride %s",
         data.name,
@@ -511,10 +582,10 @@ def predict(cfg: DictConfig) -> PredictReport:
     dataset = RawFeatureDataset(
         inventory.sources,
         input_dim=int(data.input_dim),
-        fps=cfg.get("fps") or data.get("fps") or data.get("default_fps"),
+        fps=fps,
         stride=data.feat_stride,
         window=data.feat_window,
-        duration=cfg.get("duration"),
+        duration=duration,
         fixed_length=data.fixed_length,
         resample_geometry=data.get("resample_geometry", "spec"),
     )

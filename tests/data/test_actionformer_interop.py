@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
 from asl_tal.convert import main as convert_main
+from asl_tal.data import actionformer_config
 from asl_tal.data.actionformer_config import (
     ActionFormerConfigError,
     hydra_overrides,
@@ -286,3 +288,78 @@ def test_missing_folder_message_names_the_override(tmp_path):
     # ActionFormer's EPIC folder name is the default; the message names the key to set
     assert f"feature folder {tmp_path / 'epic_kitchens' / 'features'} (dataset.feat_dir)" in message
     assert "(dataset.json_file)" in message
+
+
+def digest(path: Path) -> tuple[int, str]:
+    return path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refused(path: Path, capsys, *words: str) -> str:
+    """The one ``error:`` line (exit 2, nothing on stdout) of ``asl-convert actionformer-config
+    path``, which leaves the file as it was."""
+    before = digest(path)
+    assert convert_main(["actionformer-config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: "), err[:2000]
+    for word in words:
+        assert word in err, err
+    assert digest(path) == before
+    return err
+
+
+def test_billion_laughs_is_refused_in_one_short_line(tmp_path, capsys):
+    # 9 levels of 9 aliases: 9**9 strings "lol" once expanded, from a file of 0.5 KB
+    lines = ["dataset_name: mine", "l0: &l0 [" + ", ".join(['"lol"'] * 9) + "]"]
+    for level in range(1, 9):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    lines.append("dataset: {json_file: a.json, feat_folder: *l8}")
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size < 1024
+    err = refused(path, capsys, str(path), "YAML aliases expand", "1,000,000 characters")
+    assert len(err) < 400
+
+
+def test_a_recursive_alias_is_refused(tmp_path, capsys):
+    path = tmp_path / "loop.yaml"
+    path.write_text("dataset_name: mine\ndataset: &d {json_file: a.json, feat_folder: [*d]}\n")
+    refused(path, capsys, str(path), "alias refers to a list or mapping that holds it", "line 2")
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text("dataset_name: mine\nmodel_name: " + "[" * 5000 + "]" * 5000 + "\n")
+    refused(path, capsys, str(path), "nested too deeply")
+
+
+def test_alias_expansion_up_to_the_bound_is_read(tmp_path, monkeypatch):
+    # expanded characters (a scalar: its length + 1; a list or mapping: 1 + its items):
+    # [ab, ab] = 1 + 3 + 3 = 7; [*x, *x] = 1 + 7 + 7 = 15;
+    # the document = 1 + (13 + 7) + (2 + 7) + (2 + 15) = 47
+    path = tmp_path / "aliases.yaml"
+    path.write_text("dataset_name: thumos\na: &x [ab, ab]\nb: [*x, *x]\n")
+    monkeypatch.setattr(actionformer_config, "MAX_EXPANDED_CHARS", 47)
+    result = translate_actionformer_config(path)
+    unmapped = {key: value for key, value, _ in result.unmapped}
+    assert unmapped == {"a": ["ab", "ab"], "b": [["ab", "ab"], ["ab", "ab"]]}
+    monkeypatch.setattr(actionformer_config, "MAX_EXPANDED_CHARS", 46)
+    with pytest.raises(ActionFormerConfigError, match="more than 46 characters"):
+        translate_actionformer_config(path)
+
+
+def test_huge_values_are_cut_short_in_messages_and_listings(tmp_path, capsys):
+    # no alias: a 60 KB list where a path belongs, and a 100,000-character string
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        "dataset_name: thumos\ndataset: {feat_folder: [" + ", ".join(["1"] * 20000) + "]}\n"
+    )
+    err = refused(path, capsys, str(path), "'dataset.feat_folder' must be a path")
+    assert len(err) < 600
+
+    path.write_text("dataset_name: thumos\nmodel_name: " + "x" * 100_000 + "\n")
+    assert convert_main(["actionformer-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if "model_name" in line]
+    assert line.startswith("  model_name = 'xxx") and "..." in line and len(line) < 400

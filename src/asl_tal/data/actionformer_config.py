@@ -19,8 +19,10 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,16 @@ FIXED: dict[str, tuple[Any, str]] = {
 NMS_METHODS = {"soft": "soft_gaussian", "hard": "hard", "none": "none"}
 
 
+# the most characters a config's YAML aliases may expand it to (_expanded_size)
+MAX_EXPANDED_CHARS = 1_000_000
+
+# repr() for messages: strings, lists and nesting cut short (shown)
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 160
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+_SHORT.maxlevel = 3
+
+
 class ActionFormerConfigError(UserInputError):
     """An ActionFormer config that cannot be read or translated (names the file and key)."""
 
@@ -119,14 +131,74 @@ class Translation:
     unmapped: list[tuple[str, Any, str]] = field(default_factory=list)
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to a few hundred characters (long strings and lists elided with
+    ``...``), for messages about a value of any size."""
+    return _SHORT.repr(value)
+
+
+def _expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_: set[int]) -> int:
+    """Characters of ``node`` with every alias written out: a scalar counts its length plus
+    one, a list or mapping one plus its items. A node reached again through an alias is
+    counted again, but measured once (``sizes``), so a "billion laughs" file is measured in
+    a few steps.
+
+    Raises:
+        ActionFormerConfigError: the size exceeds :data:`MAX_EXPANDED_CHARS`, or an alias
+            refers to a node that holds it (``open_``: the nodes being measured).
+    """
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ActionFormerConfigError(
+            f"{path}: a YAML alias refers to a list or mapping that holds it (line "
+            f"{node.start_mark.line + 1}); an ActionFormer config has no recursive values"
+        )
+    if isinstance(node, yaml.ScalarNode):
+        size = len(node.value) + 1
+    else:
+        open_.add(key)
+        pairs = isinstance(node, yaml.MappingNode)
+        items = chain.from_iterable(node.value) if pairs else node.value
+        size = 1 + sum(_expanded_size(item, path, sizes, open_) for item in items)
+        open_.discard(key)
+    if size > MAX_EXPANDED_CHARS:
+        raise ActionFormerConfigError(
+            f"{path}: YAML aliases expand the document to more than {MAX_EXPANDED_CHARS:,} "
+            "characters (an ActionFormer config has a few thousand); write the values out "
+            "instead of nesting aliases"
+        )
+    sizes[key] = size
+    return size
+
+
+def _safe_load(path: Path) -> Any:
+    """``yaml.safe_load`` of ``path``, refusing a document whose aliases expand it beyond
+    :data:`MAX_EXPANDED_CHARS` before any value is built."""
+    loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, path, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ActionFormerConfigError(f"{path}: ActionFormer config not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        detail = str(err).replace("\n", " ")
+        detail = shown(str(err).replace("\n", " "))
         raise ActionFormerConfigError(f"{path}: not readable as YAML ({detail})") from None
+    except RecursionError:
+        raise ActionFormerConfigError(
+            f"{path}: not readable as YAML (lists or mappings nested too deeply)"
+        ) from None
     if not isinstance(data, dict):
         raise ActionFormerConfigError(f"{path}: expected a mapping of ActionFormer keys")
     for section in SECTIONS:
@@ -283,7 +355,7 @@ class _Translator:
             if not all(isinstance(p, str) and p for p in _as_list(value)):
                 raise ActionFormerConfigError(
                     f"{self.path}: field {af_key!r} must be a path or a list of paths, "
-                    f"got {value!r}"
+                    f"got {shown(value)}"
                 )
             paths[our_key] = value
         if paths:
@@ -432,7 +504,7 @@ class _Translator:
         if missing:
             name = self.flat.get("dataset_name")
             raise ActionFormerConfigError(
-                f"{self.path}: dataset_name {name!r} has no asl-tal dataset config, so the "
+                f"{self.path}: dataset_name {shown(name)} has no asl-tal dataset config, so the "
                 f"file must set {', '.join(missing)} (or pass --dataset <ours>)"
             )
 
@@ -525,6 +597,7 @@ def dataset_config_yaml(translation: Translation, name: str) -> str:
         f"# Use: asl-train --config-dir <folder above dataset/> dataset={name} {groups}".rstrip(),
     ]
     header += [
-        f"# no counterpart: {key} = {value!r}: {why}" for key, value, why in translation.unmapped
+        f"# no counterpart: {key} = {shown(value)}: {why}"
+        for key, value, why in translation.unmapped
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(body, sort_keys=False)

@@ -201,10 +201,8 @@ def build_class_map(database: dict, path: str | Path = "<annotations>") -> Class
     for video_id, video in database.items():
         for i, ann in enumerate(_annotation_list(video_id, video, path)):
             where = f"{path}: video {video_id!r} annotation {i}"
-            if not isinstance(ann, dict) or "label" not in ann:
-                raise AnnotationError(f"{where}: no 'label'")
+            name = _label(ann, where)
             label_id = _label_id(ann.get("label_id"), where)
-            name = str(ann["label"])
             if name in pairs and pairs[name] != label_id:
                 raise AnnotationError(
                     f"{where}: field 'label_id' {label_id} disagrees with {pairs[name]} "
@@ -234,6 +232,26 @@ def _annotation_list(video_id: str, video: object, path: str | Path) -> list:
     if not isinstance(anns, list):
         raise AnnotationError(f"{path}: video {video_id!r}: field 'annotations' is not a list")
     return anns
+
+
+def _label(ann: object, where: str) -> str:
+    """The class name of an annotation: its field ``label``, a non-empty string or an
+    integer (written as text); ``null``, booleans, lists and objects are refused."""
+    if not isinstance(ann, dict) or "label" not in ann:
+        raise AnnotationError(f"{where}: no 'label'")
+    value = ann["label"]
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None or isinstance(value, bool):
+        shown = json.dumps(value)
+    else:
+        kinds = {str: "an empty string", float: "a number", list: "a list", dict: "an object"}
+        shown = kinds.get(type(value), type(value).__name__)
+    raise AnnotationError(
+        f"{where}: field 'label' must be a class name (a non-empty string), got {shown}"
+    )
 
 
 def _label_id(value: object, where: str) -> int | None:
@@ -298,8 +316,7 @@ def parse_video(
     num_clipped = 0
     for i, ann in enumerate(anns):
         ann_where = f"{where} annotation {i}"
-        if not isinstance(ann, dict) or "label" not in ann:
-            raise AnnotationError(f"{ann_where}: no 'label'")
+        name = _label(ann, ann_where)
         start, end = _segment(ann, ann_where)
         if start >= duration or end <= 0:
             raise AnnotationError(
@@ -315,9 +332,9 @@ def parse_video(
             start, end = max(start, 0.0), min(end, duration)
             num_clipped += 1
         try:
-            labels.append(class_map.id_of(str(ann["label"])))
+            labels.append(class_map.id_of(name))
         except KeyError:
-            raise AnnotationError(f"{ann_where}: unknown label {ann['label']!r}") from None
+            raise AnnotationError(f"{ann_where}: unknown label {name!r}") from None
         segments.append([start, end])
     return VideoAnnotation(
         video_id=video_id,

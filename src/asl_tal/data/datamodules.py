@@ -31,7 +31,7 @@ from asl_tal.data.dataset import SampleConfig, TALDataset
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
-from asl_tal.data.sampling import EpochShuffleSampler
+from asl_tal.data.sampling import EpochDataLoader, EpochShuffleSampler
 from asl_tal.settings import settings_from
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,7 @@ class TALDataModule(L.LightningDataModule):
         dataset = self.dataset(stage)
         c = self.cfg
         batch_size = c.batch_size if train else (c.eval_batch_size or c.batch_size)
-        return DataLoader(
+        return EpochDataLoader(
             dataset,
             batch_size=batch_size,
             sampler=EpochShuffleSampler(len(dataset), c.seed) if train else None,

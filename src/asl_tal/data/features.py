@@ -50,10 +50,24 @@ class FeatureStream:
         return self.ext in HDF5_EXTS
 
     def path_of(self, video_id: str, subset: str) -> Path:
-        """The file holding ``video_id``'s features."""
+        """The file holding ``video_id``'s features.
+
+        Raises:
+            FeatureError: the file name (prefix, video id, suffix) is an absolute path or
+                holds ``..``, which could lead outside ``feat_dir``.
+        """
         if self.is_hdf5:
             return self.feat_dir / (self.hdf5_file or f"{subset}{self.ext}")
-        return self.feat_dir / f"{self.prefix}{video_id}{self.ext}"
+        name = Path(f"{self.prefix}{video_id}{self.ext}")
+        path = self.feat_dir / name
+        # by the name alone (a symbolic link the user put in feat_dir may point anywhere)
+        if name.is_absolute() or ".." in name.parts or not name.parts:
+            raise FeatureError(
+                f"video {video_id!r}: its feature file name {str(name)!r} leads outside the "
+                f"feature folder {self.feat_dir} (dataset.feat_dir); a video id names a file "
+                "in that folder, not an absolute path or one with '..': rename the video"
+            )
+        return path
 
 
 def load_array(path: Path, video_id: str, key: str | None = None) -> np.ndarray:
