@@ -544,7 +544,6 @@ def predict(cfg: DictConfig) -> PredictReport:
             "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them "
             "(e.g. input=features/)"
         )
-    local_checkpoint_path(cfg.get("ckpt_path"))
     output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
     check_output_format(output_format, retrieval_top_k)
     check_run_config(cfg, training=False)
@@ -555,6 +554,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
     output = Path(cfg.output) if cfg.output else default_output
     check_output(output, inventory.files)
+    local_checkpoint_path(cfg.get("ckpt_path"))
     cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
     data = cfg.dataset
     fps, duration = video_timing(cfg)
