@@ -11,10 +11,13 @@ Examples::
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.app import (
@@ -31,6 +34,7 @@ from asl_tal.app import (
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.objective.settings import check_model_config
+from asl_tal.outputs import remove_stale_temporaries, run_folder_lock
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
 
@@ -41,8 +45,10 @@ def train(cfg: DictConfig) -> float | None:
     """Fit on the training subset, validate every epoch, test the best checkpoint.
 
     Before any work: a ``ckpt_path`` to resume from must be a readable local checkpoint
-    (never a URL), and the run directory must not hold checkpoints of another run. Every
-    checkpoint is loaded with ``weights_only=True``.
+    (never a URL), and the run directory must not hold checkpoints of another run nor be in
+    use by another command (its lock, held by rank 0 until the end). Every checkpoint is
+    loaded with ``weights_only=True``. Resuming from ``<run>/checkpoints/last.ckpt`` goes on
+    in ``<run>`` (``conf/hydra/default.yaml``), the best checkpoint's score included.
 
     Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
     value of it: the score of the best checkpoint when a checkpoint callback monitors it,
@@ -52,10 +58,18 @@ def train(cfg: DictConfig) -> float | None:
     resume = cfg.get("ckpt_path") or None
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
     directory = run_dir()
-    check_fresh_run_dir(directory, resume)
+    check_writable(directory)
+    # Lightning's launcher starts the other ranks in the folder rank 0 holds
+    with run_folder_lock(directory) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        check_fresh_run_dir(directory, resume)
+        remove_stale_temporaries(directory / "checkpoints")
+        return fit_and_test(cfg, directory, resume)
+
+
+def fit_and_test(cfg: DictConfig, directory: Path, resume: Path | None) -> float | None:
+    """:func:`train` in the run folder ``directory``, resuming from ``resume`` (or not)."""
     # a truncated or foreign file fails now, not after the data is set up
     resume_ckpt = None if resume is None else read_checkpoint(resume)
-    check_writable(directory)
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)

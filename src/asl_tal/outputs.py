@@ -1,0 +1,123 @@
+"""Where the commands write, by one rule: no output replaces one of the command's inputs or
+a file the command did not write (:func:`check_output`); a file appears whole or not at all
+(:func:`write_atomically`); a run folder belongs to one run at a time (:func:`run_folder_lock`)
+and eval / predict never write into a training run's folder (:func:`check_not_training_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from filelock import FileLock, Timeout
+
+from asl_tal.errors import UserInputError
+
+# the lock file each command holds in its run folder while it runs
+LOCK_NAME = ".asl-tal.lock"
+# what a temporary file of write_atomically is named: .<name>.<8 hex digits>.tmp
+TEMP_SUFFIX = ".tmp"
+
+
+class OutputError(UserInputError):
+    """An output path that a command must not write (an input, a folder, a file it did not
+    write, a run folder in use or of another run)."""
+
+
+def check_output(
+    out: str | Path,
+    option: str,
+    inputs: Mapping[str, str | Path | None],
+    ours: Callable[[Path], bool] | None = None,
+) -> None:
+    """Refuse ``out`` (given as ``option``, e.g. ``--out``) when it is one of ``inputs``
+    (``{"--gt": path}``; the same file by :func:`os.path.samefile`, so links count), a folder,
+    or an existing file that ``ours`` does not recognise as one this command writes (no
+    ``ours``: any existing file). A missing ``out`` is always fine."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise OutputError(f"{option} {out} is a folder; give a file name")
+    for label, path in inputs.items():
+        if path is not None and Path(path).exists() and os.path.samefile(out, path):
+            raise OutputError(
+                f"{option} {out} is the input {label} {path}; writing it would replace that "
+                "input: choose another path"
+            )
+    if ours is None or not ours(out):
+        raise OutputError(
+            f"{option} {out} exists and is not a file this command writes; refusing to "
+            "replace it: choose another path or remove it"
+        )
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(f)`` into a temporary file next to ``path``, flushed to disk, then renamed over
+    ``path`` in one step (:func:`os.replace`).
+
+    The temporary file is in ``path``'s folder, so on its file system whatever ``$TMPDIR`` is:
+    a crash, a kill or a full disk leaves the previous ``path`` whole (a failed write removes
+    its temporary file and raises; a killed one leaves ``.<name>.<hex>.tmp`` behind).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        # O_EXCL: a fresh file, created with the permissions (umask) of an ordinary one
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself reaches the disk
+    finally:
+        os.close(folder)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files that killed :func:`write_atomically` calls left in
+    ``folder``; call it only while holding the folder's :func:`run_folder_lock`."""
+    stale = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+@contextlib.contextmanager
+def run_folder_lock(directory: Path) -> Iterator[None]:
+    """Hold ``directory``'s lock file while the body runs; a second command on the same
+    folder (e.g. two runs given the same ``hydra.run.dir``) is refused with an
+    :class:`OutputError` instead of mixing its files into this run's."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(directory / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputError(
+            f"run folder {directory} is in use by another run (it holds {directory / LOCK_NAME}); "
+            "wait for that run to end or choose another hydra.run.dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_not_training_run(directory: Path, command: str) -> None:
+    """Refuse to write ``command``'s results into ``directory`` when it is a training run's
+    folder (it holds ``checkpoints/``): they would replace that run's results."""
+    if (directory / "checkpoints").is_dir():
+        raise OutputError(
+            f"hydra.run.dir={directory} is the folder of a training run (it holds checkpoints/); "
+            f"{command} writes into a run folder of its own: leave hydra.run.dir out or "
+            "choose another"
+        )
