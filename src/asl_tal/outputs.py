@@ -67,8 +67,8 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> Non
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
-        # O_EXCL: a fresh file, created with the permissions (umask) of an ordinary one
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+        # "x": a fresh file, created with the permissions (umask) of an ordinary one
+        with tmp.open("xb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
