@@ -24,6 +24,7 @@ from asl_tal.app import (
 )
 from asl_tal.checkpoints import check_trained_on, load_checkpoint, local_checkpoint_path
 from asl_tal.conf import CONFIG_PATH
+from asl_tal.outputs import results_folder
 from asl_tal.submission import DEFAULT_RETRIEVAL_TOP_K, check_output_format, write_results
 from asl_tal.tracking import wandb_run
 
@@ -72,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), results_folder(run_dir(), "eval"):
         evaluate(cfg)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +34,7 @@ from asl_tal.app import user_errors, writing
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.detector import ASLDetector
 from asl_tal.errors import UserInputError
+from asl_tal.outputs import check_output, write_atomically
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, decode_candidates
 from asl_tal.postprocess.nms import batched_nms
@@ -146,7 +148,16 @@ def export_checkpoint(
     ckpt_path: str | Path, out: str | Path, max_length: int = DEFAULT_MAX_LENGTH
 ) -> dict:
     """Export the EMA detector of ``ckpt_path`` (post-processing from the checkpoint) to
-    ``out`` (``.pt2``); returns the metadata written beside the program."""
+    ``out`` (``.pt2``); returns the metadata written beside the program. ``out`` is never the
+    checkpoint nor an existing file other than an earlier artifact (:func:`is_export_artifact`).
+    """
+    check_output(
+        out,
+        "--out",
+        [("the checkpoint being exported", ckpt_path)],
+        ours=is_export_artifact,
+        kind="an asl-export artifact",
+    )
     module = load_checkpoint(ckpt_path)
     if module.num_model_classes != len(module.class_names):
         raise UserInputError(
@@ -169,8 +180,23 @@ def export_checkpoint(
     out = Path(out)
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, out, extra_files={METADATA_FILE: json.dumps(metadata)})
+        write_atomically(
+            out,
+            lambda f: torch.export.save(
+                program, f, extra_files={METADATA_FILE: json.dumps(metadata)}
+            ),
+        )
     return metadata
+
+
+def is_export_artifact(path: Path) -> bool:
+    """True when ``path`` is a ``.pt2`` archive holding :data:`METADATA_FILE` (one that
+    :func:`export_checkpoint` wrote)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/extra/{METADATA_FILE}") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 class ExportedDetector:

@@ -1,7 +1,7 @@
 """Where the commands write, by one rule: no output replaces one of the command's inputs or
 a file the command did not write (:func:`check_output`); a file appears whole or not at all
 (:func:`write_atomically`); a run folder belongs to one run at a time (:func:`run_folder_lock`)
-and eval / predict never write into a training run's folder (:func:`check_not_training_run`).
+and eval / predict never write into a training run's folder (:func:`results_folder`).
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
+from lightning.pytorch.utilities import rank_zero_only
 
 from asl_tal.errors import UserInputError
 
@@ -31,28 +32,31 @@ class OutputError(UserInputError):
 def check_output(
     out: str | Path,
     option: str,
-    inputs: Mapping[str, str | Path | None],
+    inputs: Iterable[tuple[str, str | Path | None]],
     ours: Callable[[Path], bool] | None = None,
+    kind: str = "",
 ) -> None:
-    """Refuse ``out`` (given as ``option``, e.g. ``--out``) when it is one of ``inputs``
-    (``{"--gt": path}``; the same file by :func:`os.path.samefile`, so links count), a folder,
-    or an existing file that ``ours`` does not recognise as one this command writes (no
-    ``ours``: any existing file). A missing ``out`` is always fine."""
+    """Refuse ``out`` (given as ``option``, e.g. ``--out``) when it is a folder, one of
+    ``inputs`` (``(what it is, path)`` pairs, e.g. ``("the --gt file", gt)``; the same file by
+    :func:`os.path.samefile`, so links count), or an existing file that ``ours`` does not
+    recognise as ``kind`` (a file of the layout this command writes; without ``ours`` any
+    existing file is refused). A missing ``out`` is always fine."""
     out = Path(out)
     if not out.exists():
         return
     if out.is_dir():
-        raise OutputError(f"{option} {out} is a folder; give a file name")
-    for label, path in inputs.items():
+        raise OutputError(f"{option} {out} is a folder; give a file name (e.g. {out}/x.json)")
+    for what, path in inputs:
         if path is not None and Path(path).exists() and os.path.samefile(out, path):
-            raise OutputError(
-                f"{option} {out} is the input {label} {path}; writing it would replace that "
-                "input: choose another path"
-            )
-    if ours is None or not ours(out):
+            raise OutputError(f"{option} {out} is {what}; choose another path")
+    if ours is None:
         raise OutputError(
-            f"{option} {out} exists and is not a file this command writes; refusing to "
-            "replace it: choose another path or remove it"
+            f"{option} {out} exists; refusing to overwrite it (choose another path or remove it)"
+        )
+    if not ours(out):
+        raise OutputError(
+            f"{option} {out} exists and is not {kind}; refusing to overwrite it (choose another "
+            "path or remove it)"
         )
 
 
@@ -96,7 +100,14 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 def run_folder_lock(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s lock file while the body runs; a second command on the same
     folder (e.g. two runs given the same ``hydra.run.dir``) is refused with an
-    :class:`OutputError` instead of mixing its files into this run's."""
+    :class:`OutputError` instead of mixing its files into this run's.
+
+    Only rank 0 takes the lock: Lightning's launcher starts the other ranks of a distributed
+    run in the folder rank 0 holds.
+    """
+    if rank_zero_only.rank != 0:
+        yield
+        return
     directory.mkdir(parents=True, exist_ok=True)
     lock = FileLock(directory / LOCK_NAME, timeout=0)
     try:
@@ -112,12 +123,15 @@ def run_folder_lock(directory: Path) -> Iterator[None]:
         lock.release()
 
 
-def check_not_training_run(directory: Path, command: str) -> None:
-    """Refuse to write ``command``'s results into ``directory`` when it is a training run's
-    folder (it holds ``checkpoints/``): they would replace that run's results."""
+@contextlib.contextmanager
+def results_folder(directory: Path, command: str) -> Iterator[None]:
+    """The run folder of an ``eval`` or ``predict`` run: never a training run's folder
+    (its ``checkpoints/`` and results stay that run's), locked while the body runs."""
     if (directory / "checkpoints").is_dir():
         raise OutputError(
             f"hydra.run.dir={directory} is the folder of a training run (it holds checkpoints/); "
             f"{command} writes into a run folder of its own: leave hydra.run.dir out or "
             "choose another"
         )
+    with run_folder_lock(directory):
+        yield

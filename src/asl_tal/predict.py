@@ -37,6 +37,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from asl_tal import outputs
 from asl_tal.app import UserInputError, build_trainer, run_dir, user_errors, writing
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.conf import CONFIG_PATH
@@ -78,10 +79,6 @@ DEFAULT_OUTPUT_NAMES = {
     "ego4d": "ego4d_submission.json",
     "actionformer": "eval_results.pkl",
 }
-
-
-class OutputError(UserInputError):
-    """``output`` names a path predict must not write (an input, or a file it did not write)."""
 
 
 @dataclass(frozen=True)
@@ -265,21 +262,14 @@ def is_predict_output(path: Path) -> bool:
 
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
-    write (:func:`is_predict_output`)."""
-    if not output.exists():
-        return
-    if output.is_dir():
-        raise OutputError(f"output {output} is a folder; give a file name (e.g. {output}/x.json)")
-    for path in inputs:
-        if os.path.samefile(output, path):
-            raise OutputError(
-                f"output {output} is one of the input feature files; choose another path"
-            )
-    if not is_predict_output(output):
-        raise OutputError(
-            f"output {output} exists and is not a predict results file; refusing to "
-            "overwrite it (choose another path or remove it)"
-        )
+    write (:func:`is_predict_output`); :func:`asl_tal.outputs.check_output`."""
+    outputs.check_output(
+        output,
+        "output",
+        [("one of the input feature files", path) for path in inputs],
+        ours=is_predict_output,
+        kind="a predict results file",
+    )
 
 
 class RawFeatureDataset(Dataset):
@@ -566,7 +556,7 @@ def predict(cfg: DictConfig) -> PredictReport:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), outputs.results_folder(run_dir(), "predict"):
         report = predict(cfg)
     if report.skipped:
         print(

@@ -11,13 +11,11 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.app import (
@@ -59,8 +57,7 @@ def train(cfg: DictConfig) -> float | None:
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
     directory = run_dir()
     check_writable(directory)
-    # Lightning's launcher starts the other ranks in the folder rank 0 holds
-    with run_folder_lock(directory) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    with run_folder_lock(directory):
         check_fresh_run_dir(directory, resume)
         remove_stale_temporaries(directory / "checkpoints")
         return fit_and_test(cfg, directory, resume)

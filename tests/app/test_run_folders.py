@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import pytest
 import torch
 from conftest import tiny
 
@@ -94,3 +93,51 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
     assert {p: fingerprint(p) for p in before} == before
     records = sorted((run / ".hydra").glob("train_*/overrides.yaml"))
     assert len(records) == 1 and f"ckpt_path={last}" in records[0].read_text()
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused(monkeypatch, capsys, data_dir, tmp_path):
+    # run A has started in the folder (its Hydra record, its lock); run B is given the same
+    # hydra.run.dir
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    record = run / ".hydra" / "config.yaml"
+    record.write_text("task_name: train  # run A\n")
+    before = fingerprint(record)
+    with run_folder_lock(run):
+        status = run_in_process(monkeypatch, train_entry.main, "asl-train", *tiny(data_dir, run))
+    assert status == 2
+    one_error_line(
+        capsys.readouterr().err,
+        f"run folder {run} is in use by another run",
+        str(run / LOCK_NAME),
+        "hydra.run.dir",
+    )
+    assert fingerprint(record) == before
+    assert not (run / "checkpoints").exists() and not (run / "class_map.json").exists()
+
+
+def test_eval_refuses_the_folder_of_a_training_run(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    files = {
+        run / "checkpoints" / "best.ckpt": b"weights",
+        run / "results" / "test_metrics.json": b'{"average_mAP": 0.5}',
+        run / ".hydra" / "config.yaml": b"task_name: train\n",
+        run / ".hydra" / "overrides.yaml": b"[]\n",
+    }
+    for path, data in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    status = run_in_process(
+        monkeypatch,
+        eval_entry.main,
+        "asl-eval",
+        f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+        f"hydra.run.dir={run}",
+    )
+    assert status == 2
+    one_error_line(
+        capsys.readouterr().err, f"hydra.run.dir={run} is the folder of a training run", "own"
+    )
+    assert {path: path.read_bytes() for path in files} == files
+    # Hydra's record of the refused command went beside the training run's, not over it
+    assert [p.name for p in (run / ".hydra").glob("eval_*")] != []
