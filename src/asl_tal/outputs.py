@@ -16,7 +16,7 @@ from typing import BinaryIO
 from filelock import FileLock, Timeout
 from lightning.pytorch.utilities import rank_zero_only
 
-from asl_tal.errors import UserInputError
+from asl_tal.errors import OutputWriteError, UserInputError
 
 # the lock file each command holds in its run folder while it runs
 LOCK_NAME = ".asl-tal.lock"
@@ -108,15 +108,20 @@ def run_folder_lock(directory: Path) -> Iterator[None]:
     if rank_zero_only.rank != 0:
         yield
         return
-    directory.mkdir(parents=True, exist_ok=True)
     lock = FileLock(directory / LOCK_NAME, timeout=0)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         raise OutputError(
             f"run folder {directory} is in use by another run (it holds {directory / LOCK_NAME}); "
             "wait for that run to end or choose another hydra.run.dir"
         ) from None
+    except OSError as err:
+        raise OutputWriteError(
+            f"cannot write {directory}: {err.strerror or err} (give a writable run directory "
+            "with hydra.run.dir=...)"
+        ) from err
     try:
         yield
     finally:

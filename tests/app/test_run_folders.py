@@ -9,11 +9,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny
 
 from asl_tal import eval as eval_entry
 from asl_tal import train as train_entry
+from asl_tal.errors import OutputWriteError
 from asl_tal.outputs import LOCK_NAME, run_folder_lock
 
 
@@ -141,3 +143,15 @@ def test_eval_refuses_the_folder_of_a_training_run(monkeypatch, capsys, tmp_path
     assert {path: path.read_bytes() for path in files} == files
     # Hydra's record of the refused command went beside the training run's, not over it
     assert [p.name for p in (run / ".hydra").glob("eval_*")] != []
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_output_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run folder's parent belongs")
+    with pytest.raises(OutputWriteError) as info, run_folder_lock(blocker / "run"):
+        pass
+    assert str(info.value) == (
+        f"cannot write {blocker / 'run'}: Not a directory (give a writable run directory with "
+        "hydra.run.dir=...)"
+    )
+    assert blocker.read_text() == "a file where the run folder's parent belongs"
