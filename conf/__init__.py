@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,6 +37,27 @@ def _run_dataset_name(ckpt_path: str | None, configured: str) -> str:
 # `${run_dataset_name:${ckpt_path},${dataset.name}}`: eval's and predict's run folders are
 # named after the dataset the checkpoint was trained on
 OmegaConf.register_new_resolver("run_dataset_name", _run_dataset_name, replace=True)
+
+
+def resumed_run_dir(task_name: str, ckpt_path: str | None, fresh: str) -> str:
+    """``hydra.run.dir``: for training resumed from ``<run>/checkpoints/<file>`` (an existing
+    file), ``<run>``, so the run goes on in its own folder; else ``fresh``."""
+    if task_name != "train" or not ckpt_path:
+        return fresh
+    path = Path(str(ckpt_path)).expanduser()
+    if path.parent.name != "checkpoints" or not path.is_file():
+        return fresh
+    return str(path.parent.parent)
+
+
+def hydra_record_dir(output_dir: str, later: str) -> str:
+    """``hydra.output_subdir``: ``.hydra`` for the first command in a run folder, ``later``
+    for the next ones (a resumed run), so no command replaces the record of an earlier one."""
+    return later if (Path(output_dir) / ".hydra").exists() else ".hydra"
+
+
+OmegaConf.register_new_resolver("resumed_run_dir", resumed_run_dir, replace=True)
+OmegaConf.register_new_resolver("hydra_record_dir", hydra_record_dir, replace=True)
 
 
 def compose(config_name: str = "train", overrides: Sequence[str] = ()) -> DictConfig:

@@ -27,11 +27,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 import asl_tal.conf  # noqa: F401  (registers the config resolvers)
+from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import stored_dataset
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.data.features import FeatureError
-from asl_tal.errors import UserInputError
+from asl_tal.errors import OutputWriteError, UserInputError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
 from asl_tal.models.network import required_multiple
 from asl_tal.postprocess.config import PostprocessConfig
@@ -45,10 +46,9 @@ log = logging.getLogger("asl_tal")
 
 # the EMA copy is deliberately kept in eval mode while training
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-
-
-class OutputWriteError(OSError):
-    """A result file or folder of the run cannot be written (read-only, full, blocked)."""
+# a checkpoint folder that holds files is the one being resumed (check_fresh_run_dir refuses
+# any other)
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 # DatasetNotFoundError is a FileNotFoundError; the checkpoint errors are UserInputErrors
@@ -306,7 +306,8 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     callback set to null (``callbacks.last_checkpoint=null``) is left out too.
     ``trainer.precision: auto`` is settled by :func:`choose_precision` and logged. The
     dependencies' adverts and internal deprecations are filtered first
-    (:func:`asl_tal.run_log.quiet_dependencies`).
+    (:func:`asl_tal.run_log.quiet_dependencies`). Checkpoints are written atomically and
+    bounded when read (:class:`AtomicCheckpointIO`).
     """
     quiet_dependencies()
     loggers = build_loggers(cfg)
@@ -320,7 +321,11 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     if cfg.trainer.get("precision") == "auto":
         log.info("precision auto: %s (%s)", precision, reason)
     return instantiate(
-        cfg.trainer, callbacks=callback_list, logger=loggers or False, precision=precision
+        cfg.trainer,
+        callbacks=callback_list,
+        logger=loggers or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],
     )
 
 

@@ -1,6 +1,7 @@
-"""Reading asl-tal checkpoints safely: local files only, ``weights_only=True``, the
-hyper-parameters upgraded from earlier layouts, bounded and checked against the state dict on
-the meta device before anything real is allocated.
+"""Reading asl-tal checkpoints safely: local files only, the archive's unpacked size bounded
+before ``torch.load`` reads it, ``weights_only=True``, the hyper-parameters upgraded from
+earlier layouts, bounded and checked against the state dict on the meta device before anything
+real is allocated.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -66,6 +68,12 @@ MODEL_LIMITS = {
 MAX_INPUT_DIM = 65536  # per feature stream
 MAX_STREAMS = 16
 MAX_CLASSES = 100_000
+
+# torch.save writes a zip archive of stored (uncompressed) entries, which unpack to about the
+# file's size; the zip reader of torch.load also inflates compressed entries, to the sizes the
+# archive's directory claims (a 1.4 MB file can hold a 1 GiB tensor of zeros). An archive whose
+# entries claim more than this many times the file's size is refused before torch.load.
+MAX_INFLATION = 4
 
 # `ckpt_path` values that are not local paths: a URL or fsspec protocol ("http://",
 # "s3://", "file://", "simplecache::..."), a "data:" URL, Lightning's "registry:" names.
@@ -286,11 +294,37 @@ def _read_failure(err: BaseException) -> str:
     return f"not a readable checkpoint: truncated, empty or not a torch file ({detail})"
 
 
+def check_archive_size(path: Path) -> None:
+    """Raise :class:`CheckpointReadError` when the zip archive ``path`` claims entries that
+    unpack to more than :data:`MAX_INFLATION` times its size on disk, read from its central
+    directory (``zipfile``; nothing is unpacked), or whose directory cannot be read. A file
+    that is no zip archive is left to ``torch.load``, which says what is wrong with it."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointReadError(
+            f"{path}: not a readable checkpoint: a damaged zip archive ({type(err).__name__}: "
+            f"{' '.join(str(err).split())[:120]})"
+        ) from None
+    limit = MAX_INFLATION * path.stat().st_size
+    if unpacked > limit:
+        raise CheckpointReadError(
+            f"{path}: its entries unpack to {unpacked:,} bytes, over {MAX_INFLATION} times the "
+            f"file's {path.stat().st_size:,} bytes (asl_tal.checkpoints.MAX_INFLATION; "
+            "torch.save stores them uncompressed); refusing to load it"
+        )
+
+
 def read_checkpoint(path: str | Path | None) -> dict:
     """The contents of a local asl-tal checkpoint, read with ``weights_only=True`` (no code
-    in the file runs): a dict with ``hyper_parameters`` (``class_names`` inside) and a
-    ``state_dict`` of tensors. Every way of failing is one user error naming the file."""
+    in the file runs) after :func:`check_archive_size`: a dict with ``hyper_parameters``
+    (``class_names`` inside) and a ``state_dict`` of tensors. Every way of failing is one
+    user error naming the file."""
     path = local_checkpoint_path(path)
+    check_archive_size(path)
     try:
         with warnings.catch_warnings():
             # protocol-4 pickles (Python's default) load fine; torch warns about each one

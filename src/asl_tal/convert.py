@@ -46,8 +46,13 @@ from asl_tal.data.converters import (
 from asl_tal.data.features import load_array
 from asl_tal.data.opentad import DROPPED_LABELS, OpenTADFeatures, opentad_to_json
 from asl_tal.errors import UserInputError
+from asl_tal.outputs import check_output
 
 log = logging.getLogger(__name__)
+
+# how a header line of every dataset config that actionformer-config writes starts
+# (asl_tal.data.actionformer_config.dataset_config_yaml)
+TRANSLATED_MARK = "# asl-convert actionformer-config;"
 
 
 def _subsets(**paths: str | None) -> dict[str, str]:
@@ -134,6 +139,9 @@ def _actionformer_config(a: argparse.Namespace) -> None:
             raise UserInputError(
                 f"--out {out}: a dataset config must be <folder>/dataset/<name>.yaml"
             )
+        check_output(
+            out, "--out", _inputs(a), ours=_is_translated_config, kind="a config it translated"
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(dataset_config_yaml(translation, out.stem))
         groups = [f"{g}={c}" for g, c in translation.groups.items()]
@@ -255,13 +263,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _inputs(a: argparse.Namespace) -> list[tuple[str, str]]:
+    """The command's file arguments as ``(what, path)`` pairs for :func:`check_output`."""
+    return [
+        (f"the input {key if key == 'config' else '--' + key.replace('_', '-')}", value)
+        for key, value in vars(a).items()
+        if key not in ("out", "convert") and isinstance(value, str)
+    ]
+
+
+def _is_translated_config(path: Path) -> bool:
+    """True when ``path`` holds the header of a config ``actionformer-config`` wrote."""
+    try:
+        head = path.read_text()[:1000]
+    except (OSError, ValueError):
+        return False
+    return f"\n{TRANSLATED_MARK}" in head
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command. No ``--out`` replaces an input or an existing file: annotations
+    are never written over a file (remove it first), a dataset config only over one that
+    ``actionformer-config`` wrote."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.convert is None:
             _actionformer_config(args)
         else:
+            check_output(args.out, "--out", _inputs(args))
             print(write_annotations(args.convert(args), args.out))
     except (AnnotationError, UserInputError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -40,6 +40,7 @@ from asl_tal.checkpoints import (
 )
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
+from asl_tal.outputs import results_folder
 from asl_tal.submission import check_output_format, write_results
 from asl_tal.tracking import wandb_run
 from asl_tal.viz import check_plot_top_k, plot_timeline, write_plots
@@ -130,7 +131,7 @@ def plot_test_videos(
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), results_folder(run_dir(), "eval"):
         evaluate(cfg)
 
 

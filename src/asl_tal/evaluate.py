@@ -21,6 +21,7 @@ import numpy as np
 
 from asl_tal.data.annotations import AnnotationError, load_annotations
 from asl_tal.metrics.matching import detection_ap, ground_truth_from_annotations, mean_ap
+from asl_tal.outputs import OutputError, check_output
 from asl_tal.submission import (
     ResultRows,
     SubmissionError,
@@ -176,6 +177,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise EvaluationError(f"{out}: cannot create its folder ({err})") from err
+        check_output(
+            out,
+            "--out",
+            [("the --gt file", args.gt), ("the --pred file", args.pred)],
+            ours=is_metrics_file,
+            kind="a metrics file of this scorer",
+        )
     metrics = evaluate_results(args.gt, args.pred, args.subset, args.tiou)
     print(format_table(metrics))
     if out is not None:
@@ -186,7 +194,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return metrics
 
 
-INPUT_ERRORS = (AnnotationError, SubmissionError, EvaluationError)
+def is_metrics_file(path: Path) -> bool:
+    """True when ``path`` holds a JSON object in the layout :func:`main` writes (the keys of
+    :func:`evaluate_results`, ``recall`` too where a run wrote it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    keys = {"tiou", "mAP", "average_mAP", "per_class_AP"}
+    return isinstance(data, dict) and keys <= set(data) <= keys | {"recall"}
+
+
+INPUT_ERRORS = (AnnotationError, SubmissionError, EvaluationError, OutputError)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

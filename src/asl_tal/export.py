@@ -44,6 +44,7 @@ from asl_tal.app import check_writable, user_errors, writing
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.detector import ASLDetector
 from asl_tal.errors import UserInputError
+from asl_tal.outputs import check_output, write_atomically
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, decode_candidates
 from asl_tal.postprocess.nms import batched_nms
@@ -216,8 +217,17 @@ def export_checkpoint(
     ckpt_path: str | Path, out: str | Path, max_length: int = DEFAULT_MAX_LENGTH
 ) -> dict:
     """Export the EMA detector of ``ckpt_path`` (post-processing from the checkpoint) to
-    ``out`` (``.pt2``); returns the metadata written beside the program. ``out``'s folder
-    is created and checked writable first, before the checkpoint is read."""
+    ``out`` (``.pt2``); returns the metadata written beside the program. ``out`` is never the
+    checkpoint nor an existing file other than an earlier artifact (:func:`is_export_artifact`),
+    and its folder is created and checked writable, before the checkpoint is read.
+    """
+    check_output(
+        out,
+        "--out",
+        [("the checkpoint being exported", ckpt_path)],
+        ours=is_export_artifact,
+        kind="an asl-export artifact",
+    )
     check_writable(Path(out).parent, OUT_HINT)
     module = load_checkpoint(ckpt_path)
     if module.num_model_classes != len(module.class_names):
@@ -256,12 +266,16 @@ def artifact_metadata(
 
 
 def write_artifact(program: torch.export.ExportedProgram, metadata: dict, out: str | Path) -> None:
-    """``program`` with ``metadata`` (as ``asl_tal.json``) into the ``.pt2`` file ``out``;
-    a file that cannot be written is one :class:`~asl_tal.app.OutputWriteError`."""
-    archive = io.BytesIO()
-    torch.export.save(program, archive, extra_files={METADATA_FILE: json.dumps(metadata)})
+    """``program`` with ``metadata`` (as ``asl_tal.json``) into the ``.pt2`` file ``out``,
+    written whole (:func:`~asl_tal.outputs.write_atomically`); a file that cannot be written
+    is one :class:`~asl_tal.app.OutputWriteError`."""
     with writing(out, OUT_HINT):
-        Path(out).write_bytes(archive.getvalue())
+        write_atomically(
+            Path(out),
+            lambda f: torch.export.save(
+                program, f, extra_files={METADATA_FILE: json.dumps(metadata)}
+            ),
+        )
 
 
 class _Refused(Exception):
@@ -400,6 +414,16 @@ def _plain_expression(text: str) -> bool:
         if not ok:
             return False
     return True
+
+
+def is_export_artifact(path: Path) -> bool:
+    """True when ``path`` is a ``.pt2`` archive holding :data:`METADATA_FILE` (one that
+    :func:`export_checkpoint` wrote)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"/extra/{METADATA_FILE}") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 class ExportedDetector:

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import pickletools
-import stat
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from asl_tal import outputs
 from asl_tal.app import (
     UserInputError,
     build_trainer,
@@ -95,10 +95,6 @@ DEFAULT_OUTPUT_NAMES = {
 }
 
 
-class OutputError(UserInputError):
-    """``output`` names a path predict must not write (an input, or a file it did not write)."""
-
-
 @dataclass(frozen=True)
 class VideoSource:
     """Where one video's features are: a file, or a dataset (``key``) of an HDF5 file."""
@@ -152,21 +148,6 @@ def _is_feature_file(path: Path) -> bool:
     return path.suffix.lower() in FEATURE_EXTS
 
 
-def _not_regular(path: Path) -> str:
-    """What ``path`` is, for an entry that is neither a regular file nor a folder (reading
-    a FIFO or a device would block or never end)."""
-    if not path.exists():
-        return "a broken symbolic link"
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode):
-        kind = "a FIFO"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    else:
-        kind = "a device"
-    return f"not a regular file ({kind})"
-
-
 def find_videos(path: str | Path) -> Inventory:
     """The videos named by ``path``: one feature file, or a folder's files sorted by name.
 
@@ -190,7 +171,9 @@ def find_videos(path: str | Path) -> Inventory:
             if entry.is_dir():
                 inv.ignored.append(Skipped(str(entry), "a folder (sub-folders are not read)"))
             elif not entry.is_file():
-                inv.ignored.append(Skipped(str(entry), f"{_not_regular(entry)}; never opened"))
+                inv.ignored.append(
+                    Skipped(str(entry), f"{outputs.not_regular(entry)}; never opened")
+                )
             elif _is_feature_file(entry):
                 inv.files.append(entry)
             else:
@@ -201,7 +184,7 @@ def find_videos(path: str | Path) -> Inventory:
             raise FeatureError(f"input {path}: no feature files ({supported})")
     elif path.exists():
         raise FeatureError(
-            f"input {path}: {_not_regular(path)}; give a feature file or a folder of them"
+            f"input {path}: {outputs.not_regular(path)}; give a feature file or a folder of them"
         )
     else:
         raise FileNotFoundError(f"input {path}: no such feature file or folder")
@@ -343,23 +326,14 @@ def video_timing(cfg: DictConfig) -> tuple[float | None, float | None]:
 
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
     """Refuse an ``output`` that is an input, a folder, or an existing file predict did not
-    write (:func:`is_predict_output`)."""
-    if not output.exists():
-        return
-    if output.is_dir():
-        raise OutputError(f"output {output} is a folder; give a file name (e.g. {output}/x.json)")
-    if not output.is_file():
-        raise OutputError(f"output {output}: {_not_regular(output)}; give a file name")
-    for path in inputs:
-        if os.path.samefile(output, path):
-            raise OutputError(
-                f"output {output} is one of the input feature files; choose another path"
-            )
-    if not is_predict_output(output):
-        raise OutputError(
-            f"output {output} exists and is not a predict results file; refusing to "
-            "overwrite it (choose another path or remove it)"
-        )
+    write (:func:`is_predict_output`); :func:`asl_tal.outputs.check_output`."""
+    outputs.check_output(
+        output,
+        "output",
+        [("one of the input feature files", path) for path in inputs],
+        ours=is_predict_output,
+        kind="a predict results file",
+    )
 
 
 class RawFeatureDataset(Dataset):
@@ -637,7 +611,7 @@ def predict(cfg: DictConfig) -> PredictReport:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
-    with user_errors():
+    with user_errors(), outputs.results_folder(run_dir(), "predict"):
         report = predict(cfg)
     if report.skipped:
         print(

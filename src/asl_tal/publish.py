@@ -11,7 +11,6 @@ from. No optimizer, scheduler, callback or loop state: it loads in ``eval`` and 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,18 +21,25 @@ from asl_tal.app import user_errors, writing
 from asl_tal.checkpoints import load_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import share_evaluation_weights
+from asl_tal.outputs import check_output, write_atomically
 
 # provenance keys of a Lightning checkpoint that a published one keeps
 PROVENANCE_KEYS = ("epoch", "global_step", "pytorch-lightning_version")
 
 
 def publish_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
-    """Write the evaluation-only copy of ``ckpt_path`` to ``out`` (never over the source);
-    the source is first loaded as ``eval`` loads it, so a broken file fails here."""
+    """Write the evaluation-only copy of ``ckpt_path`` to ``out`` (never over the source nor
+    over an existing file other than an earlier published checkpoint); the source is first
+    loaded as ``eval`` loads it, so a broken file fails here."""
     source = local_checkpoint_path(ckpt_path)
     out = Path(out)
-    if out.exists() and os.path.samefile(out, source):
-        raise UserInputError(f"--out {out} is the checkpoint being published; choose another path")
+    check_output(
+        out,
+        "--out",
+        [("the checkpoint being published", source)],
+        ours=is_published_checkpoint,
+        kind="a checkpoint asl-publish wrote",
+    )
     module = load_checkpoint(source)
     ckpt = read_checkpoint(source)
     published = {key: ckpt[key] for key in PROVENANCE_KEYS if key in ckpt}
@@ -41,13 +47,17 @@ def publish_checkpoint(ckpt_path: str | Path, out: str | Path) -> Path:
     published["state_dict"] = share_evaluation_weights(module.state_dict())
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            torch.save(published, tmp)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(out, lambda f: torch.save(published, f))
     return out
+
+
+def is_published_checkpoint(path: Path) -> bool:
+    """True when ``path`` is a checkpoint holding only what :func:`publish_checkpoint` keeps."""
+    try:
+        ckpt = read_checkpoint(path)
+    except (UserInputError, FileNotFoundError):
+        return False
+    return set(ckpt) <= {*PROVENANCE_KEYS, "hyper_parameters", "state_dict"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

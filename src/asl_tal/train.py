@@ -37,6 +37,7 @@ from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.objective.settings import check_model_config
+from asl_tal.outputs import remove_stale_temporaries, run_folder_lock
 from asl_tal.run_log import closing_summary
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
@@ -71,9 +72,11 @@ def train(cfg: DictConfig) -> float | None:
 
     Before any work: the config's values must be in range (:func:`check_run_config`), a
     ``ckpt_path`` to resume from must be a readable local checkpoint (never a URL), and the
-    run directory must not hold checkpoints of another run. Before training: the validation
-    (and, with ``test_after_fit``, the test) subset must hold ground truth. Every
-    checkpoint is loaded with ``weights_only=True``.
+    run directory must not hold checkpoints of another run nor be in use by another command
+    (its lock, held by rank 0 until the end). Before training: the validation (and, with
+    ``test_after_fit``, the test) subset must hold ground truth. Every checkpoint is loaded
+    with ``weights_only=True``. Resuming from ``<run>/checkpoints/last.ckpt`` goes on in
+    ``<run>`` (``conf/hydra/default.yaml``), the best checkpoint's score included.
 
     Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
     value of it: the score of the best checkpoint when a checkpoint callback monitors it,
@@ -89,10 +92,17 @@ def train(cfg: DictConfig) -> float | None:
     resume = cfg.get("ckpt_path") or None
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
     directory = run_dir()
-    check_fresh_run_dir(directory, resume)
+    check_writable(directory)
+    with run_folder_lock(directory):
+        check_fresh_run_dir(directory, resume)
+        remove_stale_temporaries(directory / "checkpoints")
+        return fit_and_test(cfg, directory, resume)
+
+
+def fit_and_test(cfg: DictConfig, directory: Path, resume: Path | None) -> float | None:
+    """:func:`train` in the run folder ``directory``, resuming from ``resume`` (or not)."""
     # a truncated or foreign file fails now, not after the data is set up
     resume_ckpt = None if resume is None else read_checkpoint(resume)
-    check_writable(directory)
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
