@@ -236,12 +236,13 @@ def run_dataset_name(ckpt_path: str | None, configured: str, overrides: Sequence
     if not ckpt_path or keys & {"dataset", "dataset.name"}:
         return configured
     try:
+        check_archive_size(Path(ckpt_path))  # nothing is inflated before the bound holds
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Detected pickle protocol")
             # mmap: the tensors stay on disk, only the small pickle is read
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
         name = ckpt["hyper_parameters"]["dataset"]["name"]
-    except (*CHECKPOINT_READ_ERRORS, KeyError, TypeError):
+    except (*CHECKPOINT_READ_ERRORS, CheckpointReadError, OSError, KeyError, TypeError):
         return configured
     # a folder name, never a path (the file is not trusted)
     return name if isinstance(name, str) and _FOLDER_NAME.fullmatch(name) else configured

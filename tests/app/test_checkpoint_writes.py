@@ -199,6 +199,24 @@ def test_eval_of_an_inflating_checkpoint_is_one_line(
     assert fingerprint(inflating_checkpoint) == before
 
 
+def test_eval_names_its_run_folder_without_inflating_the_checkpoint(
+    monkeypatch, capsys, inflating_checkpoint, tmp_path
+):
+    """The default run folder is named after the checkpoint's dataset: reading that name
+    must not unpack the archive either."""
+    monkeypatch.chdir(tmp_path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load ran")
+
+    monkeypatch.setattr(torch, "load", never)
+    status = run_in_process(
+        monkeypatch, eval_entry.main, "asl-eval", f"ckpt_path={inflating_checkpoint}"
+    )
+    assert status == 2
+    one_error_line(capsys.readouterr().err, str(inflating_checkpoint), "unpack to")
+
+
 def test_a_checkpoint_torch_save_wrote_loads(tmp_path):
     path = tmp_path / "stored.ckpt"
     state = {"w": torch.arange(1000.0)}
