@@ -15,6 +15,7 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+pytestmark = pytest.mark.slow  # two kernels and two trainings: in .ci/run's slow step
 
 
 @pytest.fixture(scope="module")
