@@ -33,7 +33,10 @@ LAYERS = {
     "lit_module": 4,
     "bench": 4,
     "errors": -1,
+    "outputs": 1,
     "checkpoints": 5,
+    # Lightning's checkpoint I/O of a run: on checkpoints (the archive bound), under app
+    "checkpoint_io": 5.5,
     "callbacks": 5,
     "sweeps": 5,
     "tracking": 5,

@@ -11,7 +11,8 @@ from conftest import run_entry, tiny
 
 # debug=tiny: 24 training videos, batch 4 -> 6 steps per epoch; two epochs
 COMMON = (
-    "trainer.max_epochs=2",
+    "scheduler.warmup_epochs=1",
+    "scheduler.epochs=1",
     "test_after_fit=false",
     "dataset.seed=5",
     "~callbacks.visualization",

@@ -67,7 +67,7 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
         "callbacks.model_checkpoint.mode=min",
         "test_after_fit=false",
     )
-    first = tiny(data_dir, run, *best_by_epoch, "trainer.max_epochs=2")
+    first = tiny(data_dir, run, *best_by_epoch, "scheduler.warmup_epochs=1", "scheduler.epochs=1")
     assert run_in_process(monkeypatch, train_entry.main, "asl-train", *first) == 0
     last = run / "checkpoints" / "last.ckpt"
     best = run / "checkpoints" / "best.ckpt"
@@ -75,8 +75,8 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
     before = {p: fingerprint(p) for p in (best, run / ".hydra" / "config.yaml")}
 
     # no hydra.run.dir: the run folder follows the checkpoint
-    resumed = [o for o in first if not o.startswith(("hydra.run.dir=", "trainer.max_epochs="))]
-    resumed += ["trainer.max_epochs=3", f"ckpt_path={last}"]
+    resumed = [o for o in first if not o.startswith(("hydra.run.dir=", "scheduler.epochs="))]
+    resumed += ["scheduler.epochs=2", f"ckpt_path={last}"]  # one epoch more
     with warnings.catch_warnings(record=True) as caught:
         # Lightning's warning when the best score is not restored (a moved checkpoint folder)
         warnings.filterwarnings("always", message=".*won't be reloaded")
