@@ -247,7 +247,7 @@ def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
         class_counts=None if class_agnostic else [int(c) for c in datamodule.train_class_counts],
         num_model_classes=datamodule.num_model_classes,
         seed=int(cfg.seed),
-        dataset=stored_dataset(cfg),
+        dataset=stored_dataset(cfg, {v.fps for v in datamodule.annotations("train").values()}),
     )
 
 

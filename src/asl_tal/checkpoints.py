@@ -183,12 +183,21 @@ def _as_override(value: int | list[int]) -> str:
     return f"[{','.join(map(str, value))}]" if isinstance(value, list | tuple) else str(value)
 
 
-def stored_dataset(cfg: DictConfig) -> dict:
+def stored_dataset(cfg: DictConfig, training_fps: set[float | None]) -> dict:
     """``cfg.dataset`` resolved, as a checkpoint stores it: ``root`` made absolute against the
     working directory, so eval and predict find the data from anywhere (the other paths are
-    relative to ``root`` unless absolute)."""
+    relative to ``root`` unless absolute).
+
+    Where the config gives no frame rate (``fps`` and ``default_fps`` null: each video's from
+    the annotation file) and every training video has the same one (``training_fps``), that
+    one becomes ``default_fps``: predict, which has no annotation file, reads features at the
+    rate the model was trained on; eval still takes each video's from the file.
+    """
     block = OmegaConf.to_container(cfg.dataset, resolve=True)
     block["root"] = os.path.abspath(os.path.expanduser(block["root"]))
+    no_rate = block.get("fps") is None and block.get("default_fps") is None
+    if no_rate and len(training_fps) == 1 and None not in training_fps:
+        (block["default_fps"],) = training_fps
     return block
 
 

@@ -8,6 +8,7 @@ training run on data this module writes gives the checkpoint.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
+from omegaconf import OmegaConf
 
 from asl_tal import eval as eval_entry
 from asl_tal import predict as predict_entry
@@ -23,6 +25,7 @@ from asl_tal.checkpoints import (
     checkpoint_hparams,
     load_checkpoint,
     run_dataset_name,
+    stored_dataset,
     with_checkpoint_settings,
 )
 
@@ -230,3 +233,25 @@ def test_the_run_folder_name(tmp_path, stored_name, overrides, expected):
     torch.save({"hyper_parameters": {"dataset": dataset}, "state_dict": {}}, path)
     assert run_dataset_name(str(path), "configured", overrides) == expected
     assert run_dataset_name(str(tmp_path / "missing.ckpt"), "configured", []) == "configured"
+
+
+@pytest.mark.parametrize(
+    ("fps", "default_fps", "training_fps", "stored_default"),
+    [
+        (None, None, {7.5}, 7.5),  # one rate among the training videos: predict reads at it
+        (None, None, {7.5, 30.0}, None),  # several: predict must be told (fps=...)
+        (None, None, {7.5, None}, None),  # a video without one
+        (None, 25.0, {7.5}, 25.0),  # the config's default stays
+        (10.0, None, {7.5}, None),  # a fixed rate for every video needs no default
+    ],
+)
+def test_the_stored_dataset_keeps_the_training_videos_one_frame_rate(
+    fps, default_fps, training_fps, stored_default
+):
+    cfg = OmegaConf.create(
+        {"dataset": {"root": "data/x", "fps": fps, "default_fps": default_fps, "name": "x"}}
+    )
+    block = stored_dataset(cfg, training_fps)
+    assert block["default_fps"] == stored_default
+    assert block["fps"] == fps
+    assert block["root"] == os.path.abspath("data/x")
