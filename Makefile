@@ -5,14 +5,10 @@ PY ?= .venv/bin/python
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-# The editable install links each file of src/ and conf/ under build/__editable__.* (setuptools'
-# strict mode: conf/ ships as asl_tal.conf, which the default finder-based mode can only map
-# with a warning at every install); run `make install` again after adding a module.
 install:  ## create .venv; install the package, dev tools and sweep plugins at CI's versions (CPU torch)
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
-	.venv/bin/pip install --quiet -c constraints/ci.txt --config-settings editable_mode=strict \
-		-e ".[dev,sweep]"
+	.venv/bin/pip install --quiet -c constraints/ci.txt -e ".[dev,sweep]"
 
 # `make test` runs the suite on TEST_WORKERS processes (pytest-xdist), one thread each.
 TEST_WORKERS ?= 2
@@ -50,5 +46,4 @@ wheel-check:  ## build the wheel, install it into a fresh venv, train debug=fast
 	@echo "wheel-check: the installed wheel trains from an unrelated folder"
 
 clean:  ## remove caches, run outputs and build folders
-	rm -rf outputs multirun .pytest_cache .ruff_cache dist .venv-wheel
-	find build -mindepth 1 -maxdepth 1 ! -name '__editable__*' -exec rm -rf {} + 2>/dev/null || true
+	rm -rf outputs multirun .pytest_cache .ruff_cache dist build .venv-wheel
