@@ -35,7 +35,8 @@ wheel-check:  ## build the wheel, install it into a fresh venv, train debug=fast
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
 	python3 -m venv .venv-wheel
 	.venv-wheel/bin/pip install --quiet --upgrade pip
-	.venv-wheel/bin/pip install --quiet -c constraints/ci.txt dist/asl_tal-*.whl
+	.venv-wheel/bin/pip install --quiet -c constraints/ci.txt dist/asl_tal-*.whl \
+		> .venv-wheel/install.log 2>&1 || (cat .venv-wheel/install.log; exit 1)
 	cd "$$(mktemp -d)" && ASL_TAL_DATA_DIR="$$PWD/data" "$(CURDIR)/.venv-wheel/bin/asl-train" debug=fast_dev_run \
 		&& "$(CURDIR)/.venv-wheel/bin/asl-convert" --help > /dev/null \
 		&& "$(CURDIR)/.venv-wheel/bin/asl-evaluate" --help > /dev/null \

@@ -120,6 +120,14 @@ def first_run(tmp_path_factory):
     return home, proc, only_run_folder(work / "outputs" / "train" / "mine")
 
 
+def test_installing_the_wheel_printed_no_setuptools_line():
+    """``make wheel-check`` keeps the wheel install's output in ``.venv-wheel/install.log``."""
+    if WHEEL_BIN is None:
+        pytest.skip("set ASL_TAL_WHEEL_BIN to the bin folder of an installed wheel")
+    log = (Path(WHEEL_BIN).parent / "install.log").read_text()
+    no_noise(log)
+
+
 def test_a_batch_run_prints_one_plain_line_per_epoch_and_no_noise(first_run):
     _, proc, run = first_run
     epoch_lines = [line for line in proc.stdout.splitlines() if re.search(r"\bepoch \d+/", line)]
