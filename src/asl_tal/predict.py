@@ -306,9 +306,8 @@ def load_predictor(cfg: DictConfig) -> ASLLitModule:
     """The checkpoint's module for ``cfg.dataset``'s single-stream features.
 
     Raises:
-        UserInputError: several feature streams, a frame rate or duration missing
-            (:func:`check_timing`), or a class-agnostic checkpoint (its detections have no
-            class to name).
+        UserInputError: several feature streams, or a class-agnostic checkpoint (its
+            detections have no class to name).
     """
     data = cfg.dataset
     log.info(
@@ -321,7 +320,6 @@ def load_predictor(cfg: DictConfig) -> ASLLitModule:
         raise UserInputError(
             "predict reads single-stream features; this checkpoint's dataset has several streams"
         )
-    check_timing(data, *video_timing(cfg))
     module = load_checkpoint(
         cfg.ckpt_path,
         input_dim=int(data.input_dim),
@@ -347,6 +345,7 @@ def predict(cfg: DictConfig) -> PredictReport:
     cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
     module = load_predictor(cfg)
     fps, duration = video_timing(cfg)
+    check_timing(cfg.dataset, fps, duration)
     datamodule = build_datamodule(cfg, l3=module.detector.network.l3)
     batches = datamodule.unlabelled_loader(inventory.sources, fps=fps, duration=duration)
     failed = guard_predict_step(module, {s.video_id: s.name for s in inventory.sources})
