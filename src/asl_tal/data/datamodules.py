@@ -8,7 +8,7 @@ Every constructor keyword comes straight from the Hydra ``dataset`` config
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
@@ -127,8 +127,9 @@ class TALDataModule(L.LightningDataModule):
     One class serves every benchmark: ``conf/dataset/<name>.yaml`` says where its files are
     and how to read them. Public: :attr:`class_map`, :attr:`train_class_counts`,
     :attr:`num_model_classes`, :attr:`sample_config`, :meth:`annotations`,
-    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight` and the
-    train / val / test dataloaders. Annotations load lazily on first use, so the model can
+    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight`, the
+    train / val / test dataloaders and :meth:`unlabelled_loader` (feature files without
+    annotations). Annotations load lazily on first use, so the model can
     be built from ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls
     :meth:`setup`, which checks every feature file of the run first (:meth:`preflight`).
 
@@ -393,7 +394,7 @@ class TALDataModule(L.LightningDataModule):
             train_padding=self.cfg.train_padding,
         )
 
-    def _loader(self, dataset: TALDataset, collate_fn=None) -> DataLoader:
+    def _loader(self, dataset: TALDataset, collate_fn: Callable | None = None) -> DataLoader:
         """``dataset`` in batches of ``batch_size`` (training, shuffled) or of
         ``eval_batch_size`` (else ``batch_size``), collated by ``collate_fn`` (default: the
         dataset's mode's :func:`collate`)."""
