@@ -561,7 +561,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         window=data.feat_window,
         duration=duration,
         fixed_length=data.fixed_length,
-        resample_geometry=data.get("resample_geometry", "spec"),
+        resample_geometry=data.resample_geometry,
     )
     detections: dict = {}
     batches = ReadableBatches(
