@@ -418,7 +418,9 @@ def collate_readable(
     skipped = [s for s in samples if isinstance(s, Skipped)]
     good = [s for s in samples if not isinstance(s, Skipped)]
     # evaluation pads to the longest video only: collate ignores max_seq_len with train=False
-    batch = collate(good, pad_multiple, max_seq_len=None, train=False) if good else None
+    batch = (
+        collate(good, pad_multiple, None, train=False, train_padding="longest") if good else None
+    )
     return batch, skipped
 
 
