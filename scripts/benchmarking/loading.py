@@ -71,7 +71,8 @@ def time_batch(dataset: TALDataset, pad_multiple: int, max_seq_len: int, repeats
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        collate([dataset[i] for i in range(len(dataset))], pad_multiple, max_seq_len, False)
+        samples = [dataset[i] for i in range(len(dataset))]
+        collate(samples, pad_multiple, max_seq_len, train=False, train_padding="longest")
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.objective import ASLObjective
 
 B, T, C, D, LEVELS, NUM_GT = 2, 1024, 20, 512, 6, 30
@@ -27,7 +27,7 @@ B, T, C, D, LEVELS, NUM_GT = 2, 1024, 20, 512, 6, 30
 
 def make_batch(generator: torch.Generator) -> tuple[NetworkOutput, torch.Tensor, Batch]:
     """Random network outputs that require grad, the points ``(P, 4)`` and a GT batch."""
-    pg = PointGenerator(LEVELS)
+    pg = PointGenerator(LEVELS, doubling_ranges(LEVELS))
     sizes = pg.level_sizes(T)
     out = NetworkOutput(
         cls_logits=[torch.randn(B, s, C, generator=generator) for s in sizes],

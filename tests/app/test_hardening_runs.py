@@ -28,6 +28,7 @@ import torch
 from asl_tal.conf import compose
 from conftest import HERE, run_entry, tiny
 from matplotlib.figure import Figure
+from model_defaults import visualization_callback
 
 from asl_tal.app import (
     OutputWriteError,
@@ -38,7 +39,6 @@ from asl_tal.app import (
     check_writable,
     one_line_message,
 )
-from asl_tal.callbacks import VisualizationCallback
 from asl_tal.checkpoints import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -435,7 +435,7 @@ def test_wandb_media_errors_are_counted_not_raised(tmp_path):
         def log_metrics(self, metrics, step=None):
             logged.append(dict(metrics))
 
-    callback = VisualizationCallback(every_n_epochs=1)
+    callback = visualization_callback(every_n_epochs=1)
     trainer = SimpleNamespace(
         loggers=[BrokenWandb()], global_step=7, current_epoch=0, default_root_dir=tmp_path
     )

@@ -25,7 +25,7 @@ def collate(
     pad_multiple: int,
     max_seq_len: int | None,
     train: bool,
-    train_padding: Literal["longest", "max_seq_len"] = "longest",
+    train_padding: Literal["longest", "max_seq_len"],
 ) -> Batch:
     """Pad ``T`` and the GT rows of ``samples`` into a :class:`Batch`.
 

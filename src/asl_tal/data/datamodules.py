@@ -8,16 +8,17 @@ Every constructor keyword comes straight from the Hydra ``dataset`` config
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from asl_tal.data import synthetic
 from asl_tal.data.annotations import (
     AnnotationError,
     ClassMap,
@@ -46,10 +47,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The ``dataset.*`` keys of a DataModule other than the :class:`SampleConfig` ones.
+    """The ``dataset`` block of :class:`TALDataModule`: every key but ``_target_``.
 
     ``conf/dataset_defaults.yaml`` gives every key its generic value and documents it;
-    paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
+    paths are relative to ``root`` unless absolute. The keys named like
+    :class:`SampleConfig`'s fields are how a video becomes a sample
+    (:attr:`TALDataModule.sample_config`). ``feat_dir``, ``input_dim``,
     ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream; a
     ``file_prefix`` of None (ActionFormer's ``file_prefix: ~``) means no prefix.
     ``class_agnostic: None`` means "when ``ext_score_file`` is set". ``preflight`` turns
@@ -89,6 +92,24 @@ class DataConfig:
     length_mismatch: Literal["error", "warn"]
     train_padding: Literal["longest", "max_seq_len"]
     val_holdout: float
+    fps: float | None
+    default_fps: float | None
+    feat_stride: float | None
+    feat_window: float | None
+    max_seq_len: int | None
+    fixed_length: int | None
+    crop_after_resample: bool
+    resample_geometry: str
+    crop_ratio: tuple[float, float] | None
+    trunc_thresh: float
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig(DataConfig):
+    """The ``dataset`` block of :class:`SyntheticDataModule`: :class:`DataConfig`'s keys and
+    ``generator``, the generated benchmark's parameters."""
+
+    generator: synthetic.SyntheticConfig
 
 
 # dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
@@ -134,23 +155,31 @@ class TALDataModule(L.LightningDataModule):
     :meth:`setup`, which checks every feature file of the run first (:meth:`preflight`).
 
     Args:
+        cfg: the ``dataset`` block (:meth:`from_config` builds it from the config).
         pad_multiple: batches are padded to a multiple of this (the network's
             ``required_multiple``).
-        **kwargs: the ``dataset.*`` keys: :class:`DataConfig` and :class:`SampleConfig` ones.
     """
 
-    def __init__(self, pad_multiple: int, **kwargs: Any) -> None:
+    # the settings of the ``dataset`` block that names this class as its ``_target_``
+    settings_class: ClassVar[type[DataConfig]] = DataConfig
+
+    def __init__(self, cfg: DataConfig, pad_multiple: int) -> None:
         super().__init__()
-        sample = {key: kwargs.pop(key) for key in SAMPLE_KEYS if key in kwargs}
-        self.cfg = settings_from(DataConfig, kwargs, "dataset")
-        self.sample_config = settings_from(
-            SampleConfig, {**sample, "class_agnostic": self.class_agnostic}, "dataset"
-        )
+        self.cfg = cfg
+        sample = {key: getattr(cfg, key) for key in SAMPLE_KEYS}
+        self.sample_config = SampleConfig(**sample, class_agnostic=self.class_agnostic)
         self.pad_multiple = pad_multiple
         self._subset_cache: dict[tuple[str, bool], dict[str, VideoAnnotation]] = {}
         self._datasets: dict[str, TALDataset] = {}
         self._preflight_checked: set[str] = set()
         self.preflight_report: PreflightReport | None = None
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any], pad_multiple: int) -> TALDataModule:
+        """The data module of the ``dataset`` block (less ``_target_``), checked first: a
+        key that is missing, unknown, of the wrong type or out of range is one
+        :class:`~asl_tal.settings.ConfigValueError` line naming it."""
+        return cls(settings_from(cls.settings_class, block, "dataset"), pad_multiple)
 
     @property
     def name(self) -> str:
@@ -492,21 +521,12 @@ class TALDataModule(L.LightningDataModule):
 class SyntheticDataModule(TALDataModule):
     """The generated benchmark (``docs/data.md`` §6), created on first use.
 
-    The generated data depend on ``generator`` only (its ``seed`` defaults to 0), not on
+    The generated data depend on ``dataset.generator`` only (its own ``seed``), not on
     ``dataset.seed``, so runs with different training seeds share one cached dataset.
-
-    Args:
-        generator: keyword arguments of ``asl_tal.data.synthetic.ensure_synthetic``.
-        **kwargs: :class:`DataConfig` keys.
     """
 
-    def __init__(
-        self, pad_multiple: int, generator: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(pad_multiple, **kwargs)
-        self.generator = dict(generator or {})
+    settings_class: ClassVar[type[DataConfig]] = SyntheticDataConfig
+    cfg: SyntheticDataConfig
 
     def ensure_available(self) -> None:
-        from asl_tal.data.synthetic import ensure_synthetic
-
-        ensure_synthetic(self.root, **{"seed": 0, **self.generator})
+        synthetic.ensure_synthetic(self.root, self.cfg.generator, force=False)
