@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from asl_tal.cli.score import EvaluationError, evaluate_results, main
 from asl_tal.data.annotations import AnnotationError
-from asl_tal.evaluate import EvaluationError, evaluate_results, main
 from asl_tal.submission import SubmissionError, read_results
 
 
@@ -89,7 +89,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "asl_tal.evaluate",
+            "asl_tal.cli.score",
             "--gt",
             str(gt_file(tmp_path)),
             "--pred",
@@ -164,7 +164,7 @@ def test_malformed_json_is_named(tmp_path: Path) -> None:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "asl_tal.evaluate", *args],
+        [sys.executable, "-m", "asl_tal.cli.score", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

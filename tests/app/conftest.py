@@ -1,4 +1,4 @@
-"""Runs of the real entry points (``python -m asl_tal.X``) on the tiny synthetic config."""
+"""Runs of the real entry points (``python -m asl_tal.cli.X``) on the tiny synthetic config."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_entry(module: str, *overrides: str, env: dict | None = None, check: bool = True):
-    """Run ``python -m asl_tal.<module> overrides...``; returns the CompletedProcess."""
+    """Run ``python -m asl_tal.cli.<module> overrides...``; returns the CompletedProcess."""
     full_env = {
         **os.environ,
         "PYTHONPATH": str(HERE),
@@ -24,7 +24,7 @@ def run_entry(module: str, *overrides: str, env: dict | None = None, check: bool
     }
     full_env.pop("WANDB_API_KEY", None)
     proc = subprocess.run(
-        [sys.executable, "-m", f"asl_tal.{module}", *overrides],
+        [sys.executable, "-m", f"asl_tal.cli.{module}", *overrides],
         capture_output=True,
         text=True,
         env=full_env,
@@ -32,7 +32,7 @@ def run_entry(module: str, *overrides: str, env: dict | None = None, check: bool
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"asl_tal.{module} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
+            f"asl_tal.cli.{module} exited {proc.returncode}\n{proc.stdout[-3000:]}\n"
             f"{proc.stderr[-5000:]}"
         )
     return proc

@@ -18,9 +18,6 @@ import torch
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
-from asl_tal import eval as eval_entry
-from asl_tal import predict as predict_entry
-from asl_tal import train as train_entry
 from asl_tal.checkpoints import (
     checkpoint_hparams,
     load_checkpoint,
@@ -28,6 +25,9 @@ from asl_tal.checkpoints import (
     stored_dataset,
     with_checkpoint_settings,
 )
+from asl_tal.cli import eval as eval_entry
+from asl_tal.cli import predict as predict_entry
+from asl_tal.cli import train as train_entry
 
 WIDTH = 16
 CLASSES = ["jump", "run", "sit"]

@@ -20,10 +20,10 @@ import torch
 from conftest import run_entry, tiny
 from test_run_folders import fingerprint, one_error_line, run_in_process
 
-from asl_tal import eval as eval_entry
-from asl_tal import train as train_entry
 from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import CheckpointReadError, read_checkpoint
+from asl_tal.cli import eval as eval_entry
+from asl_tal.cli import train as train_entry
 from asl_tal.errors import OutputWriteError
 
 

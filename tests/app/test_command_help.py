@@ -1,15 +1,17 @@
 """``--help`` of the commands: eval and predict lead with their own keys, required keys read
-``???``, the dataset choices are datasets, asl-evaluate's help is plain text."""
+``???``, the dataset choices are datasets, asl-evaluate's help is plain text, ``python -m
+asl_tal.train`` is asl-train."""
 
 from __future__ import annotations
 
+import runpy
 import sys
 
 import pytest
 
-from asl_tal import eval as eval_entry
-from asl_tal import predict as predict_entry
-from asl_tal.evaluate import main as evaluate_main
+from asl_tal.cli import eval as eval_entry
+from asl_tal.cli import predict as predict_entry
+from asl_tal.cli.score import main as evaluate_main
 
 DATASETS = (
     "anet_i3d, anet_tsp, charades, custom, ego4d_mq, epic_noun, epic_verb, multithumos, "
@@ -58,3 +60,13 @@ def test_asl_evaluate_help_is_plain_text(capsys):
     assert "fractions in [0, 1]" in out
     for markup in ("``", ":class:", ":mod:", ":func:", "docs/"):
         assert markup not in out, markup
+
+
+def test_python_m_asl_tal_train_runs_the_train_command(monkeypatch, capsys):
+    # Hydra names the job after the module that holds the task function: still "train" (the
+    # help's app name here, the run's train.log)
+    monkeypatch.setattr(sys, "argv", ["asl_tal.train", "--help"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("asl_tal.train", run_name="__main__")
+    assert info.value.code in (0, None)
+    assert capsys.readouterr().out.startswith("train is powered by Hydra.")

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from conftest import read_json
 
+from asl_tal.cli.predict import main as predict_main
+from asl_tal.cli.train import main as train_main
 from asl_tal.data import feature_folder
 from asl_tal.data.feature_folder import find_videos
 from asl_tal.data.features import FeatureError, FeatureReader, FeatureStream, hdf5_members
-from asl_tal.predict import main as predict_main
-from asl_tal.train import main as train_main
 
 DIM = 64  # the tiny config's feature width
 

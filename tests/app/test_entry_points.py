@@ -44,7 +44,7 @@ def test_checkpoint_holds_ema_weights_and_loss_normaliser(trained_run):
 def test_offline_scorer_agrees_with_the_run(trained_run, data_dir):
     out = trained_run / "rescored.json"
     run_entry(
-        "evaluate",
+        "score",
         "--gt",
         str(data_dir / "synthetic_tiny" / "annotations.json"),
         "--pred",

@@ -169,7 +169,7 @@ def entry_env() -> dict:
 def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(tmp_path):
     # the default hydra.run.dir (relative to the working directory); without ckpt_path each
     # run stops right after Hydra made its directory
-    command = [sys.executable, "-m", "asl_tal.eval"]
+    command = [sys.executable, "-m", "asl_tal.cli.eval"]
     procs = [
         subprocess.Popen(
             command,

@@ -1,4 +1,4 @@
-"""``python -m asl_tal.predict`` on hostile input folders: every readable video gets its
+"""``asl-predict`` on hostile input folders: every readable video gets its
 detections, every skipped input is named, and no existing file but an earlier result is
 overwritten."""
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import read_json, run_entry
 
+from asl_tal.cli.predict import guard_predict_step, is_predict_results
+from asl_tal.cli.predict import main as predict_main
 from asl_tal.data.feature_folder import Skipped
 from asl_tal.lit_module import ASLLitModule
-from asl_tal.predict import guard_predict_step, is_predict_results
-from asl_tal.predict import main as predict_main
 
 DIM = 64  # the tiny config's feature width
 

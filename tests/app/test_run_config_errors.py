@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from asl_tal import eval as eval_entry
-from asl_tal import export, predict, train
+from asl_tal.cli import eval as eval_entry
+from asl_tal.cli import export, predict, train
 
 # the range text of asl_tal.settings.CONSTRAINTS, written out
 TRAIN_CASES = {

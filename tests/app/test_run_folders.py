@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import tiny
 
-from asl_tal import eval as eval_entry
-from asl_tal import train as train_entry
+from asl_tal.cli import eval as eval_entry
+from asl_tal.cli import train as train_entry
 from asl_tal.errors import OutputWriteError
 from asl_tal.outputs import LOCK_NAME, run_folder_lock
 

@@ -11,7 +11,7 @@ import pytest
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
-from asl_tal.convert import main as convert_main
+from asl_tal.cli.convert import main as convert_main
 from asl_tal.data import actionformer_config
 from asl_tal.data.actionformer_config import (
     ActionFormerConfigError,

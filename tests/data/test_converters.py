@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asl_tal.convert import main as convert_main
+from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
 from asl_tal.data.converters import (
     charades_to_json,
@@ -375,8 +375,8 @@ def test_ego4d_bad_inputs(tmp_path, caplog):
 
 
 def _convert_module(*args: object) -> subprocess.CompletedProcess:
-    """``python -m asl_tal.convert ARGS`` in a fresh interpreter."""
-    cmd = [sys.executable, "-m", "asl_tal.convert", *map(str, args)]
+    """``python -m asl_tal.cli.convert ARGS`` in a fresh interpreter."""
+    cmd = [sys.executable, "-m", "asl_tal.cli.convert", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 

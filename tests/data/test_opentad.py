@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asl_tal.convert import main as convert_main
+from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
 from asl_tal.data.opentad import OpenTADFeatures, opentad_to_json
 

@@ -14,7 +14,7 @@
         --block-list missing_files.txt --features features/i3d --out data/thumos_ot/ann.json
     asl-convert actionformer-config configs/thumos_i3d.yaml [--out myconf/dataset/af.yaml]
 
-Also ``python -m asl_tal.convert``. The work is done by :mod:`asl_tal.data.converters`,
+The work is done by :mod:`asl_tal.data.converters`,
 :mod:`asl_tal.data.opentad` and :mod:`asl_tal.data.actionformer_config`; bad input ends as
 one ``error: ...`` line on stderr with exit status 2.
 """
