@@ -13,7 +13,7 @@ import pytest
 
 from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
-from asl_tal.data.converters import (
+from asl_tal.interop.releases import (
     charades_to_json,
     ego4d_to_json,
     epic_to_json,

@@ -11,7 +11,7 @@ import pytest
 
 from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
-from asl_tal.data.opentad import OpenTADFeatures, opentad_to_json
+from asl_tal.interop.opentad import OpenTADFeatures, opentad_to_json
 
 # OpenTAD's THUMOS layout: subsets training / validation, a frame count, no fps, no label_id
 DATABASE = {
