@@ -65,7 +65,7 @@ def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": LEGACY, "state_dict": weights}, path)
     module = load_checkpoint(path, ["a", "b", "c"], 8)
-    assert module.detector.objective.ascl.tau == 0.1
+    assert module.detector.objective.ascl.settings.tau == 0.1
     assert module.hparams.model["network"]["d_emb"] == LEGACY["model"]["d_emb"]
     for name, value in module.state_dict().items():
         assert torch.equal(value, weights[name]), name
