@@ -49,6 +49,7 @@ from asl_tal.settings import (
     ConfigValueError,
     check_settings,
     check_values,
+    from_target,
     target_of,
 )
 from asl_tal.submission import write_activitynet_results
@@ -355,8 +356,8 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     """
     quiet_dependencies()
     loggers = build_loggers(cfg)
-    configured = [c for c in (cfg.callbacks or {}).values() if c is not None]
-    callback_list = [instantiate(c) for c in configured] if callbacks else []
+    configured = (cfg.callbacks or {}).items() if callbacks else []
+    callback_list = [_callback(c, f"callbacks.{n}") for n, c in configured if c is not None]
     if not loggers:
         callback_list = [c for c in callback_list if not isinstance(c, LearningRateMonitor)]
     precision, reason = choose_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
@@ -369,6 +370,13 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
         precision=precision,
         plugins=[AtomicCheckpointIO()],
     )
+
+
+def _callback(node: DictConfig, where: str) -> L.Callback:
+    """A callback of ours from its block (:func:`asl_tal.settings.from_target`), a
+    third-party one (Lightning's) by Hydra's ``instantiate``."""
+    block = OmegaConf.to_container(node, resolve=True)
+    return from_target(block, where) if target_of(block) is not None else instantiate(node)
 
 
 def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str]) -> dict:

@@ -23,6 +23,7 @@ from hydra.utils import get_class
 from model_defaults import model_config
 from omegaconf import OmegaConf
 
+from asl_tal.app import check_run_config
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
 from asl_tal.objective.settings import SensitivitySettings, check_model_config
@@ -303,3 +304,21 @@ def test_train_without_any_fps(tmp_path):
         "that file, as dataset.fps=<fps> for every video, or as dataset.default_fps=<fps> "
         "for the videos without one",
     )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scheduler.eta_min=abc", "scheduler.eta_min: expected a number, got 'abc'"),
+        ("+scheduler.gamma=0.1", "scheduler: unknown scheduler.gamma"),
+        ("callbacks.visualization.dpi=0", "callbacks.visualization.dpi: must be > 0, got 0"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay: must be >= 0, got -1"),
+    ],
+)
+def test_the_schedule_and_callbacks_of_ours_are_checked_before_a_run(override, message):
+    """Blocks whose ``_target_`` is ours feed what it names, checked like every block; of a
+    torch optimizer's block, the keys we declare."""
+    cfg = compose("train", ["paths.output_dir=out", override])
+    with pytest.raises(ConfigValueError) as err:
+        check_run_config(cfg, training=True)
+    assert str(err.value).startswith(message)
