@@ -33,8 +33,8 @@ from asl_tal.checkpoints import load_checkpoint
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import sensitivity_profile  # scripts/ is not a package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "research"))
+import sensitivity_profile  # scripts/research/ is not a package
 
 EPOCHS = 3  # debug=tiny: 2 epochs + 1 warm-up
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

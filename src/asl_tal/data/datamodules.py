@@ -8,8 +8,8 @@ Every constructor keyword comes straight from the Hydra ``dataset`` config
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -27,8 +27,9 @@ from asl_tal.data.annotations import (
     load_annotations,
     read_json,
 )
-from asl_tal.data.collate import collate
+from asl_tal.data.collate import ReadableBatches, collate, collate_readable
 from asl_tal.data.dataset import SampleConfig, TALDataset
+from asl_tal.data.feature_folder import SourceReader, VideoSource, unlabelled_videos
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
@@ -155,8 +156,9 @@ class TALDataModule(L.LightningDataModule):
     One class serves every benchmark: ``conf/dataset/<name>.yaml`` says where its files are
     and how to read them. Public: :attr:`class_map`, :attr:`train_class_counts`,
     :attr:`num_model_classes`, :attr:`sample_config`, :meth:`annotations`,
-    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight` and the
-    train / val / test dataloaders. Annotations load lazily on first use, so the model can
+    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight`, the
+    train / val / test dataloaders and :meth:`unlabelled_loader` (feature files without
+    annotations). Annotations load lazily on first use, so the model can
     be built from ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls
     :meth:`setup`, which checks every feature file of the run first (:meth:`preflight`).
 
@@ -419,9 +421,21 @@ class TALDataModule(L.LightningDataModule):
         )
         self._preflight_checked.update(stages)
 
-    def _loader(self, stage: str) -> DataLoader:
-        train = stage == "train"
-        dataset = self.dataset(stage)
+    def _collate(self, train: bool) -> partial:
+        """The collate function of training or evaluation batches."""
+        return partial(
+            collate,
+            pad_multiple=self.pad_multiple,
+            max_seq_len=self.sample_config.max_seq_len,
+            train=train,
+            train_padding=self.cfg.train_padding,
+        )
+
+    def _loader(self, dataset: TALDataset, collate_fn: Callable | None = None) -> DataLoader:
+        """``dataset`` in batches of ``batch_size`` (training, shuffled) or of
+        ``eval_batch_size`` (else ``batch_size``), collated by ``collate_fn`` (default: the
+        dataset's mode's :func:`collate`)."""
+        train = dataset.train
         c = self.cfg
         batch_size = c.batch_size if train else (c.eval_batch_size or c.batch_size)
         return EpochDataLoader(
@@ -432,23 +446,51 @@ class TALDataModule(L.LightningDataModule):
             num_workers=c.num_workers,
             pin_memory=c.pin_memory,
             persistent_workers=c.persistent_workers and c.num_workers > 0,
-            collate_fn=partial(
-                collate,
-                pad_multiple=self.pad_multiple,
-                max_seq_len=self.sample_config.max_seq_len,
-                train=train,
-                train_padding=c.train_padding,
-            ),
+            collate_fn=collate_fn or self._collate(train),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        return self._loader(self.dataset("train"))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader(self.dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader(self.dataset("test"))
+
+    def unlabelled_loader(
+        self,
+        sources: Sequence[VideoSource],
+        fps: float | None = None,
+        duration: float | None = None,
+    ) -> ReadableBatches:
+        """Videos given as feature files alone (:func:`~asl_tal.data.feature_folder.find_videos`),
+        read, resampled and batched as the test subset is (``eval_batch_size``, the same
+        collate), with the unreadable ones set aside in the result's ``skipped``.
+
+        Args:
+            sources: the videos, one per video id, of a single-stream dataset.
+            fps: frame rate of every video, in place of ``dataset.fps`` (None: ``dataset.fps``,
+                else ``dataset.default_fps``).
+            duration: seconds, for every video (None: derived from its number of features).
+
+        Raises:
+            ValueError: the dataset has several feature streams.
+        """
+        if len(self.streams) > 1:
+            raise ValueError(
+                f"dataset {self.name!r}: feature files without annotations are read as one "
+                f"stream; this dataset has {len(self.streams)}"
+            )
+        config = self.sample_config if fps is None else replace(self.sample_config, fps=fps)
+        dataset = TALDataset(
+            unlabelled_videos(sources, duration),
+            SourceReader(sources, self.streams[0].input_dim),
+            config,
+            train=False,
+        )
+        collate_fn = partial(collate_readable, collate_fn=self._collate(train=False))
+        return ReadableBatches(self._loader(dataset, collate_fn))
 
     @cached_property
     def _video_score_table(self) -> tuple[dict[str, list], np.ndarray]:
