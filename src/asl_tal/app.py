@@ -88,7 +88,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (*USER_ERRORS, InstantiationException) as err:
-        # instantiate() wraps what a constructor raises (the data module's config check)
+        # instantiate() wraps what a third-party constructor raises (a logger's, say)
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, USER_ERRORS):
             raise

@@ -1,8 +1,9 @@
 """Lightning DataModules: one reading the on-disk format for every benchmark, and the
 synthetic benchmark's, which generates itself on first use.
 
-Every constructor keyword comes straight from the Hydra ``dataset`` config
-(``conf/dataset/<name>.yaml`` holds a benchmark's values, ``conf/dataset_defaults.yaml`` the rest).
+The ``dataset`` config block, less its ``_target_`` (which names the class), is one settings
+dataclass, :class:`DataConfig` (:meth:`TALDataModule.from_config`; ``conf/dataset/<name>.yaml``
+holds a benchmark's values, ``conf/dataset_defaults.yaml`` the rest).
 """
 
 from __future__ import annotations
