@@ -3,8 +3,9 @@
 ``data`` (formats, readers, batches) is at the bottom; ``models`` (the network only),
 ``postprocess``, ``metrics`` and ``interop`` (other formats → ours) stand on it side by
 side; ``objective`` (assignment, sensitivity, the loss terms) on the network; ``detector``
-on the objective and the post-processing; ``lit_module`` on the detector; the application
-(``app``, callbacks, plots) on it; the commands (``cli``) on top. A module may import its
+on the objective and the post-processing; ``lit_module`` on the detector; the run services
+(checkpoints, callbacks, plots, tracking) on it; the commands (``cli``: the console scripts
+and what they share to build and run) on top. A module may import its
 own package and any lower layer, never a layer at its own height in another package or
 above it.
 """
@@ -37,16 +38,16 @@ LAYERS = {
     "errors": -1,
     "outputs": 1,
     "checkpoints": 5,
-    # Lightning's checkpoint I/O of a run: on checkpoints (the archive bound), under app
+    # Lightning's checkpoint I/O of a run: on checkpoints (the archive bound), under cli
     "checkpoint_io": 5.5,
     "callbacks": 5,
     "sweeps": 5,
     "tracking": 5,
     "run_log": 5,
-    "app": 6,
     "viz": 4,
     "conf": -1,
-    # the commands, one module per console script
+    # the commands (one module per console script) and what they share: building a run from
+    # its config, its run folder, its results files, user errors as one line
     "cli": 7,
     # ``python -m asl_tal.train``: runs cli.train
     "train": 8,

@@ -27,9 +27,9 @@ from matplotlib.figure import Figure
 from model_defaults import visualization_callback
 
 from asl_tal import viz
-from asl_tal.app import build_datamodule
 from asl_tal.callbacks import VisualizationCallback
 from asl_tal.checkpoints import load_checkpoint
+from asl_tal.cli.build import build_datamodule
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
 

@@ -18,8 +18,8 @@ import torch
 from asl_tal.conf import compose
 
 from asl_tal import viz
-from asl_tal.app import build_datamodule
 from asl_tal.checkpoints import check_trained_on, load_checkpoint
+from asl_tal.cli.build import build_datamodule
 
 
 def profile(checkpoint: str, overrides: list[str], parts: int) -> dict:

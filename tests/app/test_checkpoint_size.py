@@ -9,8 +9,8 @@ from asl_tal.conf import compose
 from conftest import tiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from asl_tal.app import build_datamodule, build_module, build_trainer
 from asl_tal.checkpoints import CheckpointMismatchError, check_resume_checkpoint, read_checkpoint
+from asl_tal.cli.build import build_datamodule, build_module, build_trainer
 
 EMA = "ema.module."
 TRAINING_STATE = ("optimizer_states", "lr_schedulers", "callbacks")

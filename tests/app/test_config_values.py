@@ -23,7 +23,7 @@ from hydra.utils import get_class
 from model_defaults import model_config
 from omegaconf import OmegaConf
 
-from asl_tal.app import check_run_config
+from asl_tal.cli.build import check_run_config
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
 from asl_tal.objective.settings import SensitivitySettings, check_model_config

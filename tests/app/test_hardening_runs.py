@@ -30,15 +30,6 @@ from conftest import HERE, run_entry, tiny
 from matplotlib.figure import Figure
 from model_defaults import visualization_callback
 
-from asl_tal.app import (
-    OutputWriteError,
-    UserInputError,
-    build_datamodule,
-    build_module,
-    check_fresh_run_dir,
-    check_writable,
-    one_line_message,
-)
 from asl_tal.checkpoints import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -48,6 +39,10 @@ from asl_tal.checkpoints import (
     local_checkpoint_path,
     read_checkpoint,
 )
+from asl_tal.cli.build import OutputWriteError, build_datamodule, build_module
+from asl_tal.cli.run_folder import check_fresh_run_dir, check_writable
+from asl_tal.cli.user_errors import one_line_message
+from asl_tal.errors import UserInputError
 
 # debug=tiny: 1 warm-up + 2 epochs; per validation epoch the callback draws 2 sensitivity
 # plots, 1 timeline, the PR curves and the per-class AP bars (tests/test_viz.py)

@@ -23,7 +23,7 @@ from conftest import HERE, read_json, run_entry
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
-import asl_tal.app as app
+import asl_tal.cli.user_errors as command_errors
 import asl_tal.sweeps as sweeps
 from asl_tal.settings import ConfigValueError
 from asl_tal.sweeps import (
@@ -122,9 +122,9 @@ def test_overrides_that_pick_no_sweep_plugin_need_none(monkeypatch):
 def test_user_errors_exit_2_in_a_single_run_and_fail_the_job_in_a_multirun(
     monkeypatch, capsys, multirun
 ):
-    monkeypatch.setattr(app, "in_multirun", lambda: multirun)
+    monkeypatch.setattr(command_errors, "in_multirun", lambda: multirun)
     expected = SweepJobError if multirun else SystemExit
-    with pytest.raises(expected) as raised, app.user_errors():
+    with pytest.raises(expected) as raised, command_errors.user_errors():
         raise ConfigValueError("model.l3: must be >= 0, got -1")
     if multirun:
         # an ordinary exception, which Hydra's job runner catches (SystemExit is not one)

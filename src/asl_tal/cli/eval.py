@@ -20,17 +20,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from asl_tal.app import (
-    build_datamodule,
-    build_trainer,
-    check_run_config,
-    command_line_overrides,
-    prepare_results_dir,
-    run_dir,
-    user_errors,
-    write_test_results,
-    writing,
-)
 from asl_tal.checkpoints import (
     check_trained_on,
     checkpoint_hparams,
@@ -38,6 +27,10 @@ from asl_tal.checkpoints import (
     local_checkpoint_path,
     with_checkpoint_settings,
 )
+from asl_tal.cli.build import build_datamodule, build_trainer, check_run_config
+from asl_tal.cli.results import write_test_results
+from asl_tal.cli.run_folder import command_line_overrides, prepare_results_dir, run_dir, writing
+from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.outputs import results_folder

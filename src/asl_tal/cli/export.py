@@ -40,8 +40,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asl_tal.app import check_writable, user_errors, writing
 from asl_tal.checkpoints import load_checkpoint
+from asl_tal.cli.run_folder import check_writable, writing
+from asl_tal.cli.user_errors import user_errors
 from asl_tal.detector import ASLDetector
 from asl_tal.errors import UserInputError
 from asl_tal.outputs import check_output, write_atomically
@@ -268,7 +269,7 @@ def artifact_metadata(
 def write_artifact(program: torch.export.ExportedProgram, metadata: dict, out: str | Path) -> None:
     """``program`` with ``metadata`` (as ``asl_tal.json``) into the ``.pt2`` file ``out``,
     written whole (:func:`~asl_tal.outputs.write_atomically`); a file that cannot be written
-    is one :class:`~asl_tal.app.OutputWriteError`."""
+    is one :class:`~asl_tal.errors.OutputWriteError`."""
     with writing(out, OUT_HINT):
         write_atomically(
             Path(out),

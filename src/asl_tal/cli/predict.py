@@ -38,26 +38,20 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal import outputs
-from asl_tal.app import (
-    UserInputError,
-    build_datamodule,
-    build_trainer,
-    check_run_config,
-    command_line_overrides,
-    run_dir,
-    user_errors,
-    writing,
-)
 from asl_tal.checkpoints import (
     checkpoint_hparams,
     load_checkpoint,
     local_checkpoint_path,
     with_checkpoint_settings,
 )
+from asl_tal.cli.build import build_datamodule, build_trainer, check_run_config
+from asl_tal.cli.run_folder import command_line_overrides, run_dir, writing
+from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
 from asl_tal.data.batch import Batch
 from asl_tal.data.feature_folder import Inventory, Skipped, find_videos
+from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.submission import (
     ACTIONFORMER_KEYS,

@@ -18,20 +18,11 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from asl_tal.app import (
-    build_datamodule,
-    build_module,
-    build_trainer,
-    check_fresh_run_dir,
-    check_run_config,
-    check_writable,
-    run_dir,
-    user_errors,
-    write_test_metrics,
-    write_test_results,
-    writing,
-)
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
+from asl_tal.cli.build import build_datamodule, build_module, build_trainer, check_run_config
+from asl_tal.cli.results import write_test_metrics, write_test_results
+from asl_tal.cli.run_folder import check_fresh_run_dir, check_writable, run_dir, writing
+from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError

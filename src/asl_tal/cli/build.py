@@ -1,29 +1,18 @@
-"""What the entry points (train / eval / predict) share: building the data module, the
-LightningModule, loggers, callbacks and trainer from a Hydra config, the run directory,
-writing results files, and turning user errors into one readable message. Reading and
-checking checkpoints is :mod:`asl_tal.checkpoints`.
-"""
+"""What a command builds from its Hydra config: the config's values checked before any
+work (:func:`check_run_config`), then the data module, the LightningModule, the loggers,
+the callbacks and the trainer."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
-import sys
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from hydra.utils import get_class, get_object, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
@@ -31,11 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 import asl_tal.conf  # noqa: F401  (registers the config resolvers)
 from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import stored_dataset
-from asl_tal.data.annotations import AnnotationError
+from asl_tal.cli.run_folder import writing
 from asl_tal.data.datamodules import TALDataModule
-from asl_tal.data.features import FeatureError
-from asl_tal.errors import OutputWriteError, UserInputError
-from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.lit_module import ASLLitModule
 from asl_tal.metrics.protocol import EvaluationSettings
 from asl_tal.models.network import required_multiple
 from asl_tal.objective.settings import MODEL_BLOCKS
@@ -52,132 +39,18 @@ from asl_tal.settings import (
     from_target,
     target_of,
 )
-from asl_tal.submission import write_activitynet_results
-from asl_tal.sweeps import SweepJobError
 from asl_tal.tracking import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("asl_tal")
 
+
 # the EMA copy is deliberately kept in eval mode while training
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+
+
 # a checkpoint folder that holds files is the one being resumed (check_fresh_run_dir refuses
 # any other)
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-# DatasetNotFoundError is a FileNotFoundError; the checkpoint errors are UserInputErrors
-USER_ERRORS = (
-    UserInputError,
-    AnnotationError,
-    FeatureError,
-    FileNotFoundError,
-    NonFiniteLossError,
-    OutputWriteError,
-    ConfigValueError,
-)
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Report a user-facing error as one message and exit with status 2 (no traceback).
-
-    In a job of a multirun the message is logged as one line and raised as a
-    :class:`~asl_tal.sweeps.SweepJobError` instead: ``SystemExit`` would pass Hydra's job
-    error handling and end the whole sweep, where this records the job as failed.
-    """
-    try:
-        yield
-    except (*USER_ERRORS, InstantiationException) as err:
-        # instantiate() wraps what a third-party constructor raises (a logger's, say)
-        cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        if not isinstance(cause, USER_ERRORS):
-            raise
-        message = one_line_message(cause)
-        if in_multirun():
-            log.error("job failed: %s", message)
-            raise SweepJobError(message) from None
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def in_multirun() -> bool:
-    """True inside a job of a Hydra multirun (``-m``, a sweeper or a parallel launcher)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def one_line_message(err: BaseException) -> str:
-    """``err``'s message; for an error re-raised from a DataLoader worker (whose message
-    embeds the worker's traceback), the original message only."""
-    text = str(err)
-    if "Original Traceback" not in text:
-        return text
-    last = text.rstrip().splitlines()[-1]  # "FeatureError: <the original message>"
-    return last.split(": ", 1)[1] if ": " in last else last
-
-
-def command_line_overrides() -> list[str]:
-    """The overrides this Hydra job was given on the command line ([] outside Hydra)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def run_dir() -> Path:
-    """The Hydra run directory of this job (the current directory outside Hydra)."""
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path.cwd()
-
-
-RUN_DIR_HINT = "give a writable run directory with hydra.run.dir=..."
-
-
-@contextlib.contextmanager
-def writing(path: str | Path, hint: str = RUN_DIR_HINT) -> Iterator[None]:
-    """Turn an ``OSError`` while writing ``path`` into one :class:`OutputWriteError` line
-    naming the path (read-only run directory, disk full, a file where a folder belongs),
-    ending with ``hint``: what to pass instead."""
-    try:
-        yield
-    except OSError as err:
-        if isinstance(err, OutputWriteError):
-            raise
-        reason = err.strerror or str(err) or type(err).__name__
-        raise OutputWriteError(f"cannot write {path}: {reason} ({hint})") from err
-
-
-def check_writable(directory: Path, hint: str = RUN_DIR_HINT) -> None:
-    """Create ``directory`` if needed and check that a file can be written into it."""
-    with writing(directory, hint):
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-            pass
-
-
-def prepare_results_dir(directory: Path) -> Path:
-    """``directory/results``, created and checked writable before any work is done."""
-    out = directory / "results"
-    check_writable(out)
-    return out
-
-
-class WritableOutputDir(Callback):
-    """Hydra callback (``conf/hydra/default.yaml``): the run directory, or a multirun's
-    sweep directory, is created and checked writable before Hydra writes its files there;
-    one that cannot be is one ``error:`` line and exit status 2, not Hydra's traceback."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(Path(config.hydra.run.dir))
-
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(Path(config.hydra.sweep.dir))
-
-    @staticmethod
-    def _check(directory: Path) -> None:
-        # before any job: the whole run (or sweep) stops, also in a multirun
-        try:
-            check_writable(directory)
-        except OutputWriteError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
 
 
 # The blocks of ours that no `_target_` names, with what each feeds (a settings dataclass, or
@@ -188,6 +61,8 @@ CONFIG_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "postprocess": (PostprocessConfig, ()),
     "evaluation": (EvaluationSettings, ()),
 }
+
+
 # the arguments a schedule (``scheduler._target_``) takes from the code, not the config
 SCHEDULE_ARGUMENTS = ("optimizer", "steps_per_epoch")
 
@@ -249,22 +124,6 @@ def check_accelerator(trainer: dict) -> None:
             f"trainer.accelerator={accelerator}: torch sees no CUDA GPU on this machine; "
             "run on the CPU with trainer=cpu (or trainer.accelerator=cpu)"
         )
-
-
-def check_fresh_run_dir(directory: Path, ckpt_path: Path | None) -> None:
-    """Refuse to train into ``directory`` when it already holds checkpoints (a new run would
-    overwrite them), unless ``ckpt_path`` lies inside it (resuming that run)."""
-    existing = sorted((directory / "checkpoints").glob("*.ckpt"))
-    if not existing:
-        return
-    if ckpt_path is not None and ckpt_path.resolve().is_relative_to(directory.resolve()):
-        return
-    names = ", ".join(p.name for p in existing)
-    raise UserInputError(
-        f"run directory {directory} already holds checkpoints ({names}) that this run would "
-        f"overwrite: choose another hydra.run.dir, or resume it with "
-        f"ckpt_path={directory / 'checkpoints' / existing[-1].name}"
-    )
 
 
 def build_datamodule(cfg: DictConfig, l3: int | None = None) -> TALDataModule:
@@ -377,78 +236,3 @@ def _callback(node: DictConfig, where: str) -> L.Callback:
     third-party one (Lightning's) by Hydra's ``instantiate``."""
     block = OmegaConf.to_container(node, resolve=True)
     return from_target(block, where) if target_of(block) is not None else instantiate(node)
-
-
-def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str]) -> dict:
-    """The metric's result in the offline scorer's layout (fractions in [0, 1])."""
-    per_class = result["per_class_AP"].cpu()
-    out = {
-        "tiou": [float(t) for t in thresholds],
-        "mAP": [float(v) for v in result["mAP"]],
-        "average_mAP": float(result["average_mAP"]),
-        "per_class_AP": {
-            name: [None if math.isnan(v) else float(v) for v in per_class[:, c].tolist()]
-            for c, name in enumerate(class_names)
-        },
-    }
-    if "recall" in result:
-        out["recall"] = {key: values.tolist() for key, values in result["recall"].items()}
-    return out
-
-
-def write_test_results(
-    trainer: L.Trainer,
-    module: ASLLitModule,
-    datamodule: TALDataModule,
-    directory: Path,
-    subset: str,
-    weights: str,
-) -> dict | None:
-    """Write ``results/<subset>_metrics.json`` (:func:`write_test_metrics`) and
-    ``results/<subset>_detections.json`` (ActivityNet results format) on rank 0.
-
-    Each rank holds the detections of its share of the videos; they are gathered first. A
-    video that a distributed sampler repeated keeps one copy. Returns the gathered
-    detections (``{video_id: Detections}``) on rank 0, None on the other ranks.
-    """
-    detections = module.detections
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        gathered: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(gathered, detections)
-        detections = [item for part in gathered for item in part]
-    if not trainer.is_global_zero:
-        return None
-    out = directory / "results"
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
-    detections_file = out / f"{subset}_detections.json"
-    with writing(detections_file):
-        write_activitynet_results(detections_file, dict(detections), datamodule.class_map)
-    write_test_metrics(trainer, module, directory, subset, weights)
-    return dict(detections)
-
-
-def write_test_metrics(
-    trainer: L.Trainer, module: ASLLitModule, directory: Path, name: str, weights: str
-) -> None:
-    """Write the last test's metrics to ``results/<name>_metrics.json`` on rank 0, with
-    ``weights`` (``best`` | ``last`` | the checkpoint evaluated) under the key ``weights``."""
-    if not trainer.is_global_zero:
-        return
-    out = directory / "results"
-    with writing(out):
-        out.mkdir(parents=True, exist_ok=True)
-    metrics = metrics_to_json(
-        module.last_results["test"], module.evaluation.tiou_thresholds, module.class_names
-    )
-    metrics["weights"] = weights
-    metrics_file = out / f"{name}_metrics.json"
-    with writing(metrics_file):
-        metrics_file.write_text(json.dumps(metrics, indent=2))
-    log.info(
-        "%s average mAP %.4f (%s weights) written to %s",
-        name,
-        metrics["average_mAP"],
-        weights,
-        metrics_file,
-    )
