@@ -14,11 +14,11 @@ from asl_tal.conf import compose
 from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.callbacks import VisualizationCallback
+from asl_tal.config_blocks import from_target
 from asl_tal.data.dataset import SampleConfig
 from asl_tal.objective.ascl import ASCLoss, ASCLSettings
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
-from asl_tal.settings import from_target
 
 
 @functools.cache

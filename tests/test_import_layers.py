@@ -25,7 +25,7 @@ LAYERS = {
     "data": 0,
     # other formats -> ours (asl-convert): on data, used by no model or training code
     "interop": 1,
-    "settings": -1,
+    "config_blocks": -1,
     "ema": 1,
     "models": 1,
     "postprocess": 1,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.data.annotations import ClassMap
 from asl_tal.postprocess.decode import Detections
-from asl_tal.settings import ConfigValueError
 from asl_tal.submission import (
     read_results,
     top_k_per_class,

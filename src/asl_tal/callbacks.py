@@ -28,8 +28,8 @@ from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
 from asl_tal import viz
+from asl_tal.config_blocks import NON_NEGATIVE, POSITIVE, UP_TO_ONE
 from asl_tal.metrics.matching import precision_recall_curve
-from asl_tal.settings import NON_NEGATIVE, POSITIVE, UP_TO_ONE
 
 log = logging.getLogger("asl_tal.callbacks")
 

@@ -20,12 +20,12 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from asl_tal.config_blocks import trusted_bounds
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.models.points import doubling_ranges
 from asl_tal.objective.settings import MODEL_BLOCKS
-from asl_tal.settings import trusted_bounds
 
 
 class CheckpointMismatchError(UserInputError):
@@ -57,7 +57,7 @@ CHECKPOINT_READ_ERRORS = (
 # Generous bounds on the architecture a checkpoint's hyper-parameters describe, checked
 # before a module is built from them, so a checkpoint is not trusted to allocate memory: the
 # sizes each setting declares (``Constraint.up_to`` on the fields of the model's blocks,
-# asl_tal.settings.trusted_bounds), and these two, which are no config key.
+# asl_tal.config_blocks.trusted_bounds), and these two, which are no config key.
 MAX_STREAMS = 16
 MAX_CLASSES = 100_000
 
@@ -378,7 +378,7 @@ def _int_setting(value, where: str, path: Path, low: int, high: int) -> None:
 def check_model_bounds(hparams: Mapping, path: Path) -> None:
     """Raise :class:`CheckpointMismatchError` unless the architecture in ``hparams`` (today's
     layout) lies within the sizes that the settings of the model's blocks trust
-    (:func:`asl_tal.settings.trusted_bounds`; a list value, the feature widths, entry by
+    (:func:`asl_tal.config_blocks.trusted_bounds`; a list value, the feature widths, entry by
     entry and at most :data:`MAX_STREAMS` long) and the classes within :data:`MAX_CLASSES`."""
     model = hparams["model"]
     for name, (target, _) in MODEL_BLOCKS.items():

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from asl_tal.config_blocks import settings_from
 from asl_tal.data.batch import Batch
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.outputs import NetworkOutput
@@ -19,7 +20,6 @@ from asl_tal.models.points import PointGenerator
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, postprocess
-from asl_tal.settings import settings_from
 
 
 class ASLDetector(nn.Module):

@@ -14,7 +14,7 @@ from typing import Annotated
 import torch
 from torch import nn
 
-from asl_tal.settings import FRACTION
+from asl_tal.config_blocks import FRACTION
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import lightning as L
 import torch
 
+from asl_tal.config_blocks import from_target, settings_from
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import Batch
 from asl_tal.detector import ASLDetector
@@ -22,7 +23,6 @@ from asl_tal.metrics.recall import RecallAtK
 from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
-from asl_tal.settings import from_target, settings_from
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.data.annotations import ClassMap, read_json
 from asl_tal.postprocess.decode import Detections
-from asl_tal.settings import ConfigValueError
 
 _REAL_TYPES = frozenset((int, float))  # what JSON numbers parse to (bool is its own type)
 _FIELD_NAMES = ("label", "score", "segment")

@@ -16,8 +16,8 @@ import lightning as L
 from hydra.errors import CompactHydraException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.errors import UserInputError
-from asl_tal.settings import ConfigValueError
 
 SWEEP_EXTRA_HINT = "pip install 'asl-tal[sweep]'"
 

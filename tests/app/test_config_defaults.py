@@ -3,7 +3,7 @@ default, and every block of ours feeds something that declares exactly its keys.
 
 The blocks come from the configs themselves: every option of every config group is
 composed, and each block found in it is a ``_target_`` of ours (what it feeds:
-``asl_tal.settings.target_of``), a block that ``asl_tal.cli.build.CONFIG_BLOCKS`` says
+``asl_tal.config_blocks.target_of``), a block that ``asl_tal.cli.build.CONFIG_BLOCKS`` says
 what it feeds, a third-party ``_target_`` (torch, Lightning: left alone) or a group of
 blocks (``callbacks``, ``logger``). A new block of ours is covered without editing this file.
 """
@@ -22,7 +22,7 @@ from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
 from asl_tal.cli.build import CONFIG_BLOCKS
-from asl_tal.settings import HYDRA_KEYS, target_of
+from asl_tal.config_blocks import HYDRA_KEYS, target_of
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))

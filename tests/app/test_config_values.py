@@ -1,6 +1,6 @@
 """Config values of the wrong type or out of range are one ``error:`` line naming the key.
 
-In-process tests of the checks (``asl_tal.settings``, ``check_model_config``, the data
+In-process tests of the checks (``asl_tal.config_blocks``, ``check_model_config``, the data
 module's), then the hostile-user cases end to end: ``python -m asl_tal.train
 debug=fast_dev_run <override>`` exits 2 with the one line, no traceback. The synthetic
 model has ``d_emb 64``, ``n_heads 4``, ``l3 5``.
@@ -24,10 +24,7 @@ from model_defaults import model_config
 from omegaconf import OmegaConf
 
 from asl_tal.cli.build import check_run_config
-from asl_tal.data.datamodules import TALDataModule
-from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
-from asl_tal.objective.settings import SensitivitySettings, check_model_config
-from asl_tal.settings import (
+from asl_tal.config_blocks import (
     POSITIVE,
     ConfigValueError,
     check_settings,
@@ -35,6 +32,9 @@ from asl_tal.settings import (
     matches,
     settings_from,
 )
+from asl_tal.data.datamodules import TALDataModule
+from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
+from asl_tal.objective.settings import SensitivitySettings, check_model_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -19,7 +19,7 @@ import torch
 from asl_tal.cli import eval as eval_entry
 from asl_tal.cli import export, predict, train
 
-# the range text of the settings' declarations (asl_tal.settings), written out
+# the range text of the settings' declarations (asl_tal.config_blocks), written out
 TRAIN_CASES = {
     "seed=abc": "seed: expected an integer, got 'abc'",
     "optimizer.lr=-1": "optimizer.lr: must be a finite number > 0, got -1",

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 import asl_tal.cli.user_errors as command_errors
 import asl_tal.sweeps as sweeps
-from asl_tal.settings import ConfigValueError
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.sweeps import (
     MissingSweepExtraError,
     SweepJobError,

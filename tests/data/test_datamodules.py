@@ -9,10 +9,10 @@ import pytest
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.batch import Batch
 from asl_tal.data.datamodules import DatasetNotFoundError, SyntheticDataModule, TALDataModule
-from asl_tal.settings import ConfigValueError
 
 
 def dataset_config(name: str, **overrides) -> dict:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from asl_tal.config_blocks import ConfigValueError, settings_from
 from asl_tal.data import synthetic
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.synthetic import SyntheticConfig, ensure_synthetic, generate, shipped_config
-from asl_tal.settings import ConfigValueError, settings_from
 
 SMALL = {"num_videos": 12, "dim": 16, "min_length": 40, "max_length": 80, "max_action": 30}
 

@@ -21,14 +21,7 @@ import asl_tal.conf  # noqa: F401  (registers the config resolvers)
 from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import stored_dataset
 from asl_tal.cli.run_folder import writing
-from asl_tal.data.datamodules import TALDataModule
-from asl_tal.lit_module import ASLLitModule
-from asl_tal.metrics.protocol import EvaluationSettings
-from asl_tal.models.network import required_multiple
-from asl_tal.objective.settings import MODEL_BLOCKS
-from asl_tal.postprocess.config import PostprocessConfig
-from asl_tal.run_log import quiet_dependencies
-from asl_tal.settings import (
+from asl_tal.config_blocks import (
     FINITE_POSITIVE,
     HYDRA_KEYS,
     NON_NEGATIVE,
@@ -39,6 +32,13 @@ from asl_tal.settings import (
     from_target,
     target_of,
 )
+from asl_tal.data.datamodules import TALDataModule
+from asl_tal.lit_module import ASLLitModule
+from asl_tal.metrics.protocol import EvaluationSettings
+from asl_tal.models.network import required_multiple
+from asl_tal.objective.settings import MODEL_BLOCKS
+from asl_tal.postprocess.config import PostprocessConfig
+from asl_tal.run_log import quiet_dependencies
 from asl_tal.tracking import is_wandb_logger, wandb_logger_config
 
 log = logging.getLogger("asl_tal")
@@ -55,7 +55,7 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 
 # The blocks of ours that no `_target_` names, with what each feeds (a settings dataclass, or
 # a constructor and the arguments that the code supplies); a `_target_` block of ours feeds
-# what it names (asl_tal.settings.target_of).
+# what it names (asl_tal.config_blocks.target_of).
 CONFIG_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     **{f"model.{name}": feeds for name, feeds in MODEL_BLOCKS.items()},
     "postprocess": (PostprocessConfig, ()),
@@ -85,7 +85,7 @@ class RunKeys:
 
 def check_run_config(cfg: DictConfig, training: bool) -> None:
     """The values an entry point reads, checked before any data is read or file written
-    (:mod:`asl_tal.settings`): ``postprocess``, ``evaluation``, the trainer's accelerator,
+    (:mod:`asl_tal.config_blocks`): ``postprocess``, ``evaluation``, the trainer's accelerator,
     and for training also ``seed``, ``optimizer``, ``scheduler`` and the callbacks of ours
     (a callback set to null is left out). The model and dataset blocks have checks of their
     own (``check_model_config``, :meth:`TALDataModule.from_config`).
@@ -232,7 +232,7 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
 
 
 def _callback(node: DictConfig, where: str) -> L.Callback:
-    """A callback of ours from its block (:func:`asl_tal.settings.from_target`), a
+    """A callback of ours from its block (:func:`asl_tal.config_blocks.from_target`), a
     third-party one (Lightning's) by Hydra's ``instantiate``."""
     block = OmegaConf.to_container(node, resolve=True)
     return from_target(block, where) if target_of(block) is not None else instantiate(node)

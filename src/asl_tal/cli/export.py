@@ -43,13 +43,13 @@ from torch import nn
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.cli.run_folder import check_writable, writing
 from asl_tal.cli.user_errors import user_errors
+from asl_tal.config_blocks import settings_from
 from asl_tal.detector import ASLDetector
 from asl_tal.errors import UserInputError
 from asl_tal.outputs import check_output, write_atomically
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, decode_candidates
 from asl_tal.postprocess.nms import batched_nms
-from asl_tal.settings import settings_from
 
 METADATA_FILE = "asl_tal.json"
 FORMAT_VERSION = 1

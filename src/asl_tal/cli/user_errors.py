@@ -12,11 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
+from asl_tal.config_blocks import ConfigValueError
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.features import FeatureError
 from asl_tal.errors import OutputWriteError, UserInputError
 from asl_tal.lit_module import NonFiniteLossError
-from asl_tal.settings import ConfigValueError
 from asl_tal.sweeps import SweepJobError
 
 log = logging.getLogger("asl_tal")

@@ -19,6 +19,14 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from asl_tal.config_blocks import (
+    BELOW_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    UP_TO_ONE,
+    settings_from,
+)
 from asl_tal.data import synthetic
 from asl_tal.data.annotations import (
     AnnotationError,
@@ -35,14 +43,6 @@ from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
 from asl_tal.data.sampling import EpochDataLoader, EpochShuffleSampler
-from asl_tal.settings import (
-    BELOW_ONE,
-    FRACTION,
-    NON_NEGATIVE,
-    POSITIVE,
-    UP_TO_ONE,
-    settings_from,
-)
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class TALDataModule(L.LightningDataModule):
     def from_config(cls, block: Mapping[str, Any], pad_multiple: int) -> TALDataModule:
         """The data module of the ``dataset`` block (less ``_target_``), checked first: a
         key that is missing, unknown, of the wrong type or out of range is one
-        :class:`~asl_tal.settings.ConfigValueError` line naming it."""
+        :class:`~asl_tal.config_blocks.ConfigValueError` line naming it."""
         return cls(settings_from(cls.settings_class, block, "dataset"), pad_multiple)
 
     @property

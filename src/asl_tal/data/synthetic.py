@@ -39,7 +39,7 @@ import numpy as np
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from asl_tal.settings import FRACTION, POSITIVE, SEED, at_least, settings_from
+from asl_tal.config_blocks import FRACTION, POSITIVE, SEED, at_least, settings_from
 
 log = logging.getLogger(__name__)
 

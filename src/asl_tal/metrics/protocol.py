@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from asl_tal.config_blocks import NON_EMPTY, POSITIVE, UP_TO_ONE
 from asl_tal.metrics.recall import Average
-from asl_tal.settings import NON_EMPTY, POSITIVE, UP_TO_ONE
 
 
 @dataclass(frozen=True)

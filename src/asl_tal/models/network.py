@@ -8,11 +8,7 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
-from asl_tal.models.attention import ChannelPool
-from asl_tal.models.encoder import ASLEncoder
-from asl_tal.models.heads import ClassificationHead, LocalizationHead, OffsetActivation, pack_levels
-from asl_tal.models.outputs import NetworkOutput
-from asl_tal.settings import (
+from asl_tal.config_blocks import (
     BELOW_ONE,
     FRACTION,
     NON_NEGATIVE,
@@ -20,6 +16,10 @@ from asl_tal.settings import (
     OPEN_FRACTION,
     POSITIVE,
 )
+from asl_tal.models.attention import ChannelPool
+from asl_tal.models.encoder import ASLEncoder
+from asl_tal.models.heads import ClassificationHead, LocalizationHead, OffsetActivation, pack_levels
+from asl_tal.models.outputs import NetworkOutput
 
 # the largest sizes a checkpoint may ask for before a network is built from it (the largest
 # published rows use d_emb 512, 8 heads, l1..l3 up to 2/3/8 and 4096-wide features)
@@ -137,7 +137,7 @@ class ASLNetwork(nn.Module):
 
     @staticmethod
     def config_rules(values: Mapping[str, Any], key: Callable[[str], str]) -> list[str]:
-        """The rules between the ``model.network`` keys (:mod:`asl_tal.settings`): heads
+        """The rules between the ``model.network`` keys (:mod:`asl_tal.config_blocks`): heads
         that split ``d_emb`` evenly, stream widths that sum to it."""
         d_emb, n_heads, stream_dims = values["d_emb"], values["n_heads"], values["stream_dims"]
         found = []

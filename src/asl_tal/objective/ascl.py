@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asl_tal.settings import NON_NEGATIVE, POSITIVE, UP_TO_ONE
+from asl_tal.config_blocks import NON_NEGATIVE, POSITIVE, UP_TO_ONE
 
 AsclMode = Literal["topk", "windows"]
 ASCL_MODES = typing.get_args(AsclMode)

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from asl_tal.config_blocks import settings_from
 from asl_tal.data.batch import Batch
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.objective.ascl import ASCLoss, ASCLSettings, inside_map
@@ -29,7 +30,6 @@ from asl_tal.objective.sensitivity import (
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 from asl_tal.objective.settings import LossSettings, SensitivitySettings
-from asl_tal.settings import settings_from
 
 
 class ASLObjective(nn.Module):

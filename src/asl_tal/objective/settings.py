@@ -5,7 +5,7 @@ block of ``model`` feeds (:data:`MODEL_BLOCKS`).
 :class:`LossSettings`, ``model.ascl`` -> :class:`~asl_tal.objective.ascl.ASCLSettings`. The
 fields have no defaults: ``conf/model/asl.yaml`` is the one place that says what they are,
 and a key that is missing or unknown is an error naming the block and the key
-(:func:`asl_tal.settings.settings_from`), as is a value of the wrong type or out of range.
+(:func:`asl_tal.config_blocks.settings_from`), as is a value of the wrong type or out of range.
 :func:`check_model_config` checks the whole ``model`` config that way before any data is
 loaded or anything is built.
 """
@@ -16,12 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from asl_tal.ema import EMASettings
-from asl_tal.models.network import ASLNetwork
-from asl_tal.models.points import PointGenerator
-from asl_tal.objective.ascl import ASCLSettings
-from asl_tal.objective.sensitivity import EvaluatorMask, Normalize, WeightNormalize
-from asl_tal.settings import (
+from asl_tal.config_blocks import (
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
@@ -29,6 +24,11 @@ from asl_tal.settings import (
     check_settings,
     key_name,
 )
+from asl_tal.ema import EMASettings
+from asl_tal.models.network import ASLNetwork
+from asl_tal.models.points import PointGenerator
+from asl_tal.objective.ascl import ASCLSettings
+from asl_tal.objective.sensitivity import EvaluatorMask, Normalize, WeightNormalize
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ MODEL_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
 
 def check_model_config(model: Mapping[str, Any]) -> None:
     """Check every block of the resolved ``model`` config against what it builds (keys,
-    types, values; :mod:`asl_tal.settings`) without building anything.
+    types, values; :mod:`asl_tal.config_blocks`) without building anything.
 
     Raises:
         ConfigValueError: one line naming the key, e.g.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from asl_tal.settings import FRACTION, NON_NEGATIVE, POSITIVE
+from asl_tal.config_blocks import FRACTION, NON_NEGATIVE, POSITIVE
 
 NmsMethod = Literal["soft_gaussian", "soft_linear", "hard", "none"]
 
@@ -15,7 +15,7 @@ class PostprocessConfig:
     """How network outputs become detections.
 
     Build it from a config block with ``settings_from(PostprocessConfig, block,
-    "postprocess")`` (:mod:`asl_tal.settings`), which checks the types and the ranges
+    "postprocess")`` (:mod:`asl_tal.config_blocks`), which checks the types and the ranges
     declared below.
 
     Attributes:
