@@ -48,6 +48,8 @@ LAYERS = {
     "conf": -1,
     # the commands (one module per console script) and what they share: building a run from
     # its config, its run folder, its results files, user errors as one line
+    # exporting a checkpoint to a torch.export program and loading one back
+    "deployment": 6,
     "cli": 7,
     # ``python -m asl_tal.train``: runs cli.train
     "train": 8,

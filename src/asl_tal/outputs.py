@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -143,3 +144,28 @@ def results_folder(directory: Path, command: str) -> Iterator[None]:
         )
     with run_folder_lock(directory):
         yield
+
+
+RUN_DIR_HINT = "give a writable run directory with hydra.run.dir=..."
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, hint: str = RUN_DIR_HINT) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into one :class:`OutputWriteError` line
+    naming the path (read-only run directory, disk full, a file where a folder belongs),
+    ending with ``hint``: what to pass instead."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, OutputWriteError):
+            raise
+        reason = err.strerror or str(err) or type(err).__name__
+        raise OutputWriteError(f"cannot write {path}: {reason} ({hint})") from err
+
+
+def check_writable(directory: Path, hint: str = RUN_DIR_HINT) -> None:
+    """Create ``directory`` if needed and check that a file can be written into it."""
+    with writing(directory, hint):
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass

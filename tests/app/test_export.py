@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from asl_tal.checkpoints import load_checkpoint
-from asl_tal.cli.export import ExportedDetector, export_checkpoint, main
+from asl_tal.cli.export import main
 from asl_tal.data.batch import VideoMeta
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import VideoSample
+from asl_tal.deployment import ExportedDetector, export_checkpoint
 
 # the tiny config: 64-wide features, l3=3 down-sampling blocks -> strides 1..8
 INPUT_DIM, COARSEST_STRIDE = 64, 2**3

@@ -20,13 +20,13 @@ import pytest
 import torch
 from model_defaults import model_config, postprocess_config
 
-from asl_tal.cli.export import (
+from asl_tal.cli.user_errors import user_errors
+from asl_tal.deployment import (
     ExportedDetector,
     artifact_metadata,
     export_detector,
     write_artifact,
 )
-from asl_tal.cli.user_errors import user_errors
 from asl_tal.detector import ASLDetector
 
 CLASSES = ["jump", "run"]

@@ -40,9 +40,10 @@ from asl_tal.checkpoints import (
     read_checkpoint,
 )
 from asl_tal.cli.build import OutputWriteError, build_datamodule, build_module
-from asl_tal.cli.run_folder import check_fresh_run_dir, check_writable
+from asl_tal.cli.run_folder import check_fresh_run_dir
 from asl_tal.cli.user_errors import one_line_message
 from asl_tal.errors import UserInputError
+from asl_tal.outputs import check_writable
 
 # debug=tiny: 1 warm-up + 2 epochs; per validation epoch the callback draws 2 sensitivity
 # plots, 1 timeline, the PR curves and the per-class AP bars (tests/test_viz.py)

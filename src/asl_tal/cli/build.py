@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 import asl_tal.conf  # noqa: F401  (registers the config resolvers)
 from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import stored_dataset
-from asl_tal.cli.run_folder import writing
 from asl_tal.config_blocks import (
     FINITE_POSITIVE,
     HYDRA_KEYS,
@@ -37,6 +36,7 @@ from asl_tal.lit_module import ASLLitModule
 from asl_tal.metrics.protocol import EvaluationSettings
 from asl_tal.models.network import required_multiple
 from asl_tal.objective.settings import MODEL_BLOCKS
+from asl_tal.outputs import writing
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.run_log import quiet_dependencies
 from asl_tal.tracking import is_wandb_logger, wandb_logger_config

@@ -29,11 +29,11 @@ from asl_tal.checkpoints import (
 )
 from asl_tal.cli.build import build_datamodule, build_trainer, check_run_config
 from asl_tal.cli.results import write_test_results
-from asl_tal.cli.run_folder import command_line_overrides, prepare_results_dir, run_dir, writing
+from asl_tal.cli.run_folder import command_line_overrides, prepare_results_dir, run_dir
 from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
-from asl_tal.outputs import results_folder
+from asl_tal.outputs import results_folder, writing
 from asl_tal.submission import check_output_format, write_results
 from asl_tal.tracking import wandb_run
 from asl_tal.viz import check_plot_top_k, plot_timeline, write_plots

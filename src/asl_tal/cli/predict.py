@@ -45,7 +45,7 @@ from asl_tal.checkpoints import (
     with_checkpoint_settings,
 )
 from asl_tal.cli.build import build_datamodule, build_trainer, check_run_config
-from asl_tal.cli.run_folder import command_line_overrides, run_dir, writing
+from asl_tal.cli.run_folder import command_line_overrides, run_dir
 from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
@@ -53,6 +53,7 @@ from asl_tal.data.batch import Batch
 from asl_tal.data.feature_folder import Inventory, Skipped, find_videos
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
+from asl_tal.outputs import writing
 from asl_tal.submission import (
     ACTIONFORMER_KEYS,
     EGO4D_CHALLENGE,

@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 from asl_tal.checkpoints import load_checkpoint, local_checkpoint_path, read_checkpoint
-from asl_tal.cli.run_folder import writing
 from asl_tal.cli.user_errors import user_errors
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import share_evaluation_weights
-from asl_tal.outputs import check_output, write_atomically
+from asl_tal.outputs import check_output, write_atomically, writing
 
 # provenance keys of a Lightning checkpoint that a published one keeps
 PROVENANCE_KEYS = ("epoch", "global_step", "pytorch-lightning_version")

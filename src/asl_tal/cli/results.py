@@ -10,9 +10,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from asl_tal.cli.run_folder import writing
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.lit_module import ASLLitModule
+from asl_tal.outputs import writing
 from asl_tal.submission import write_activitynet_results
 
 log = logging.getLogger("asl_tal")

@@ -3,10 +3,7 @@ that a new training run does not overwrite another run's checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from asl_tal.errors import OutputWriteError, UserInputError
+from asl_tal.outputs import check_writable
 
 
 def command_line_overrides() -> list[str]:
@@ -26,31 +24,6 @@ def run_dir() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path.cwd()
-
-
-RUN_DIR_HINT = "give a writable run directory with hydra.run.dir=..."
-
-
-@contextlib.contextmanager
-def writing(path: str | Path, hint: str = RUN_DIR_HINT) -> Iterator[None]:
-    """Turn an ``OSError`` while writing ``path`` into one :class:`OutputWriteError` line
-    naming the path (read-only run directory, disk full, a file where a folder belongs),
-    ending with ``hint``: what to pass instead."""
-    try:
-        yield
-    except OSError as err:
-        if isinstance(err, OutputWriteError):
-            raise
-        reason = err.strerror or str(err) or type(err).__name__
-        raise OutputWriteError(f"cannot write {path}: {reason} ({hint})") from err
-
-
-def check_writable(directory: Path, hint: str = RUN_DIR_HINT) -> None:
-    """Create ``directory`` if needed and check that a file can be written into it."""
-    with writing(directory, hint):
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-            pass
 
 
 def prepare_results_dir(directory: Path) -> Path:

@@ -21,14 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from asl_tal.checkpoints import check_resume_checkpoint, local_checkpoint_path, read_checkpoint
 from asl_tal.cli.build import build_datamodule, build_module, build_trainer, check_run_config
 from asl_tal.cli.results import write_test_metrics, write_test_results
-from asl_tal.cli.run_folder import check_fresh_run_dir, check_writable, run_dir, writing
+from asl_tal.cli.run_folder import check_fresh_run_dir, run_dir
 from asl_tal.cli.user_errors import user_errors
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.objective.settings import check_model_config
-from asl_tal.outputs import remove_stale_temporaries, run_folder_lock
+from asl_tal.outputs import check_writable, remove_stale_temporaries, run_folder_lock, writing
 from asl_tal.run_log import closing_summary
 from asl_tal.sweeps import ValidationHistory, optimized_value, require_sweep_plugins
 from asl_tal.tracking import wandb_run
