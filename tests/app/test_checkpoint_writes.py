@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry, tiny
-from test_run_folders import fingerprint, one_error_line, run_in_process
+from helpers.commands import run_process
+from helpers.runs import fingerprint, one_error_line, tiny
+from test_run_folders import run_in_process
 
 from asl_tal import eval as eval_entry
 from asl_tal import train as train_entry
@@ -54,10 +55,10 @@ def test_sigkill_in_a_checkpoint_write_across_file_systems_keeps_the_previous_la
     record = tmp_path / "record.json"
     common = ("test_after_fit=false", "trainer.max_epochs=3")
     env = {"TMPDIR": str(tmp_path)}
-    killed = run_entry(
+    killed = run_process(
         "train",
         *tiny(data_dir, shm_run, *common),
-        "+callbacks.kill._target_=killer.KillInCheckpointWrite",
+        "+callbacks.kill._target_=helpers.callbacks.KillInCheckpointWrite",
         "+callbacks.kill.epoch=1",
         f"+callbacks.kill.record={record}",
         env=env,
@@ -74,7 +75,7 @@ def test_sigkill_in_a_checkpoint_write_across_file_systems_keeps_the_previous_la
 
     # resumed without hydra.run.dir: it goes on in that folder and ends the three epochs
     resume = [o for o in tiny(data_dir, shm_run, *common) if not o.startswith("hydra.run.dir=")]
-    run_entry("train", *resume, f"ckpt_path={last}", env=env)
+    run_process("train", *resume, f"ckpt_path={last}", env=env)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 3 * 6  # 24 videos, batch 4
     assert temporaries(last.parent) == []

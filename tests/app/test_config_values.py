@@ -18,8 +18,8 @@ from typing import Literal
 
 import pytest
 from asl_tal.conf import compose
+from helpers.model_defaults import model_config
 from hydra.utils import instantiate
-from model_defaults import model_config
 from omegaconf import OmegaConf
 
 from asl_tal.data.datamodules import TALDataModule

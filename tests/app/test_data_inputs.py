@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import read_json
+from helpers.runs import read_json
 
 from asl_tal import predict
 from asl_tal.data.features import FeatureError, FeatureReader, FeatureStream, hdf5_members

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_defaults import model_config, postprocess_config
+from helpers.model_defaults import model_config, postprocess_config
 
 from asl_tal.app import user_errors
 from asl_tal.detector import ASLDetector

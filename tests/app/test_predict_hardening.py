@@ -10,7 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import read_json, run_entry
+from helpers.commands import run_process
+from helpers.runs import read_json
 
 from asl_tal.data.features import FeatureError
 from asl_tal.predict import Skipped, find_videos, guard_predict_step, is_predict_results
@@ -28,7 +29,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def run_predict(trained_run: Path, tmp_path: Path, input_path: Path, output: Path):
-    proc = run_entry(
+    proc = run_process(
         "predict",
         "debug=tiny",
         "trainer.accelerator=cpu",

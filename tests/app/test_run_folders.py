@@ -4,14 +4,13 @@ writes into a training run's folder. The entry points run in this process."""
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from helpers.runs import fingerprint, one_error_line, tiny
 
 from asl_tal import eval as eval_entry
 from asl_tal import train as train_entry
@@ -29,12 +28,6 @@ def run_in_process(monkeypatch, main, prog: str, *overrides: str) -> int:
     return 0
 
 
-def fingerprint(path: Path) -> tuple[int, str]:
-    """``(size, SHA-256)`` of a file."""
-    data = path.read_bytes()
-    return len(data), hashlib.sha256(data).hexdigest()
-
-
 def best_callback_state(ckpt: dict) -> dict:
     """The saved state of the ModelCheckpoint that monitors a metric (``best.ckpt``'s)."""
     states = [
@@ -44,15 +37,6 @@ def best_callback_state(ckpt: dict) -> dict:
     ]
     assert len(states) == 1, list(ckpt["callbacks"])
     return states[0]
-
-
-def one_error_line(err: str, *words: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(

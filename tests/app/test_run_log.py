@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import read_json, tiny
+from helpers.runs import read_json, tiny
 from torch.utils.data import DataLoader
 
 from asl_tal.run_log import EpochLog, closing_summary, on_terminal

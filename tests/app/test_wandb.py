@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 import wandb
 from asl_tal.conf import compose
-from conftest import read_json, run_entry, tiny
+from helpers.commands import run_process
+from helpers.runs import read_json, tiny
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
@@ -73,7 +74,7 @@ def offline_run_file(job_dir: Path) -> Path:
 @pytest.mark.slow  # a 2-job multirun: in .ci/run's slow step
 def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_path):
     sweep = tmp_path / "sweep_42"
-    proc = run_entry(
+    proc = run_process(
         "train",
         "-m",
         *tiny(data_dir, tmp_path / "unused"),
