@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers.commands import run_process
+from helpers.commands import run_command
 from helpers.runs import tiny
 
 
@@ -17,7 +17,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(data_dir, tmp_path_factory) -> Path:
-    """One tiny training run shared by the tests that need a checkpoint."""
+    """One tiny training run (plots every epoch) shared by the tests that need a checkpoint."""
     run_dir = tmp_path_factory.mktemp("trained")
-    run_process("train", *tiny(data_dir, run_dir))
+    run_command("train", *tiny(data_dir, run_dir, "callbacks.visualization.every_n_epochs=1"))
     return run_dir

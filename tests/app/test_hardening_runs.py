@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from helpers.commands import process_env, run_process
-from helpers.runs import tiny
+from helpers.commands import process_env, run_command
+from helpers.runs import error_line, tiny
 from matplotlib.figure import Figure
 
 from asl_tal.app import (
@@ -54,17 +54,6 @@ from asl_tal.checkpoints import (
 # plots, 1 timeline, the PR curves and the per-class AP bars (tests/test_viz.py)
 EPOCHS = 3
 FIGURES_PER_EPOCH = 5
-
-
-def error_line(proc: subprocess.CompletedProcess, *words: str) -> str:
-    """The one ``error:`` line of a refused run (exit 2, no traceback), holding ``words``."""
-    assert proc.returncode == 2, proc.stderr[-4000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-4000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def copy_run(trained_run: Path, target: Path) -> Path:
@@ -129,7 +118,7 @@ def test_checkpoint_url_is_refused_before_it_is_fetched(pickle_server, data_dir,
     marker.unlink()
     requests.clear()
 
-    proc = run_process("train", *tiny(data_dir, tmp_path / "run", f"ckpt_path={url}"), check=False)
+    proc = run_command("train", *tiny(data_dir, tmp_path / "run", f"ckpt_path={url}"), check=False)
     error_line(proc, f"ckpt_path={url}", "only local checkpoint files")
     assert not marker.exists()
     assert requests == []  # never even downloaded
@@ -161,6 +150,7 @@ def test_a_windows_drive_letter_is_a_local_path():
 
 # --------------------------------------------------------------------------------------
 # 2. run directories: unique names, never trained over
+@pytest.mark.slow  # two processes at once: in .ci/run's slow step
 def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(tmp_path):
     # the default hydra.run.dir (relative to the working directory); without ckpt_path each
     # run stops right after Hydra made its directory
@@ -191,7 +181,7 @@ def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(t
 def test_training_into_a_run_directory_with_checkpoints_is_refused(trained_run, data_dir, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    proc = run_process("train", *tiny(data_dir, run), check=False)
+    proc = run_command("train", *tiny(data_dir, run), check=False)
     error_line(proc, str(run), "already holds checkpoints", "best.ckpt", "hydra.run.dir")
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
 
@@ -235,7 +225,7 @@ def test_damaged_checkpoint_is_one_error_naming_the_file(trained_run, tmp_path, 
 
 def test_eval_of_a_truncated_checkpoint_is_one_line(trained_run, data_dir, tmp_path):
     path = damaged(trained_run, tmp_path / "ckpts")["truncated"]
-    proc = run_process("eval", *tiny(data_dir, tmp_path / "run", f"ckpt_path={path}"), check=False)
+    proc = run_command("eval", *tiny(data_dir, tmp_path / "run", f"ckpt_path={path}"), check=False)
     error_line(proc, str(path), "not a readable checkpoint", "truncated")
 
 
@@ -243,7 +233,7 @@ def test_predict_without_ckpt_path_says_it_is_required(tmp_path):
     feats = tmp_path / "feats"
     feats.mkdir()
     np.save(feats / "clip.npy", np.zeros((32, 64), dtype=np.float32))
-    proc = run_process(
+    proc = run_command(
         "predict", "debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", f"input={feats}", check=False
     )
     error_line(proc, "ckpt_path=... is required")
@@ -254,7 +244,7 @@ def test_unwritable_results_folder_is_one_line_naming_it(trained_run, data_dir, 
     run.mkdir()
     (run / "results").write_text("a file where the results folder belongs")
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    proc = run_process("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
+    proc = run_command("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
     error_line(proc, f"cannot write {run / 'results'}")
 
 
@@ -265,7 +255,7 @@ def test_read_only_results_folder_is_one_line_naming_it(trained_run, data_dir, t
     (run / "results").chmod(0o555)
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     try:
-        proc = run_process("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
+        proc = run_command("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
     finally:
         (run / "results").chmod(0o755)
     error_line(proc, f"cannot write {run / 'results'}", "Permission denied")
@@ -299,7 +289,7 @@ def test_resume_from_another_datasets_checkpoint_names_the_classes(trained_run, 
     for vid in ("a", "b"):
         np.save(tmp_path / "feats" / f"{vid}.npy", np.zeros((100, 64), dtype=np.float32))
     last = trained_run / "checkpoints" / "last.ckpt"
-    proc = run_process(
+    proc = run_command(
         "train",
         "dataset=custom",
         f"dataset.json_file={tmp_path / 'ann.json'}",
@@ -388,7 +378,7 @@ def test_a_tensor_claiming_more_values_than_it_stores_is_refused(trained_run, tm
 # 5. plots that cannot be written are counted, training goes on
 def test_full_disk_while_plotting_does_not_stop_training(data_dir, tmp_path):
     run = tmp_path / "run"
-    run_process(
+    run_command(
         "train",
         *tiny(
             data_dir,

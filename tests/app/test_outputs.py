@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from helpers.commands import run_process
+from helpers.commands import run_command
 from helpers.runs import read_json, tiny
 from matplotlib.colors import to_rgba
 
@@ -37,7 +37,7 @@ def feature_folder(tmp_path_factory) -> Path:
 
 
 def run_predict(trained_run: Path, feats: Path, run_dir: Path, *extra: str):
-    return run_process(
+    return run_command(
         "predict",
         "debug=tiny",
         f"hydra.run.dir={run_dir}",
@@ -148,7 +148,7 @@ def test_predict_writes_actionformer_results_and_survives_unwritable_plots(
 def test_eval_writes_an_ego4d_submission_of_its_test_detections(trained_run, data_dir, tmp_path):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     overrides = (f"ckpt_path={ckpt}", "output_format=ego4d", "retrieval_top_k=1")
-    run_process("eval", *tiny(data_dir, tmp_path, *overrides))
+    run_command("eval", *tiny(data_dir, tmp_path, *overrides))
     data = read_json(tmp_path / "results" / "test_ego4d_submission.json")
     anet = read_json(tmp_path / "results" / "test_detections.json")["results"]
     assert_submission(data, set(anet), k=1)

@@ -1,4 +1,4 @@
-"""``python -m asl_tal.predict`` on hostile input folders: every readable video gets its
+"""``asl-predict`` (run in this process) on hostile input folders: every readable video gets its
 detections, every skipped input is named, and no existing file but an earlier result is
 overwritten."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers.commands import run_process
+from helpers.commands import run_command
 from helpers.runs import read_json
 
 from asl_tal.data.features import FeatureError
@@ -29,7 +29,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def run_predict(trained_run: Path, tmp_path: Path, input_path: Path, output: Path):
-    proc = run_process(
+    proc = run_command(
         "predict",
         "debug=tiny",
         "trainer.accelerator=cpu",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.commands import run_process
+from helpers.commands import run_command, run_process
 from helpers.runs import tiny
 
 # debug=tiny: 24 training videos, batch 4 -> 6 steps per epoch; two epochs
@@ -24,7 +24,7 @@ STEPS_PER_EPOCH = 6
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("uninterrupted")
-    run_process("train", *tiny(data_dir, run, *COMMON, "dataset.num_workers=2"))
+    run_command("train", *tiny(data_dir, run, *COMMON, "dataset.num_workers=2"))
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
@@ -54,7 +54,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_weights(
     assert (saved["epoch"], saved["global_step"]) == (0, STEPS_PER_EPOCH)
 
     resumed = tmp_path / "resumed"
-    run_process("train", *tiny(data_dir, resumed, *COMMON, workers, f"ckpt_path={last}"))
+    run_command("train", *tiny(data_dir, resumed, *COMMON, workers, f"ckpt_path={last}"))
     final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
 
     assert final["global_step"] == uninterrupted["global_step"] == 2 * STEPS_PER_EPOCH

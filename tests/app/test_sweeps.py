@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers.commands import process_env, run_process
+from helpers.commands import process_env, run_command, run_process
 from helpers.runs import read_json
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
@@ -188,7 +188,7 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 def test_a_failing_job_does_not_stop_the_sweep(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_process(
+    proc = run_command(
         "train",
         "-m",
         "model.l3=-1,3",  # job 0 fails on its value, job 1 must still run
@@ -299,7 +299,7 @@ def test_a_failing_optuna_trial_is_stored_as_failed_and_the_study_goes_on(data_d
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    proc = run_process(
+    proc = run_command(
         "train",
         "-m",
         "hparams_search=optuna",
