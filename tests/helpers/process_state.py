@@ -8,7 +8,8 @@ its stderr. Afterwards everything is as before: the environment (Lightning's
 ``seed_everything`` writes ``PL_*`` variables), the working directory, every logger's level,
 handlers and filters (Hydra's job logging replaces the root's; its log file is closed), the
 warning filters, Hydra's global state, torch's deterministic-algorithms flag, thread count
-and matmul precision, and the random generators of ``random``, NumPy and torch.
+and matmul precision, and the random generators of ``random``, NumPy and torch. W&B is torn
+down as at a process's exit.
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ def warnings_to(stream: io.StringIO) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def wandb_torn_down() -> Iterator[None]:
+    """W&B torn down afterwards, as when a process exits: its runs finished, its service
+    process ended, every run file it wrote complete (the next command starts its own)."""
+    try:
+        yield
+    finally:
+        if "wandb" in sys.modules:
+            sys.modules["wandb"].teardown()
+
+
+@contextlib.contextmanager
 def torch_state() -> Iterator[None]:
     """Torch's global switches and every random generator put back afterwards."""
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -173,6 +185,7 @@ def command_state(
         hydra_state(),
         logging_state(),
         captured_streams() as (out, err),
+        wandb_torn_down(),
         warnings_to(err),
     ):
         yield out, err
