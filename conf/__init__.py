@@ -18,6 +18,17 @@ CONFIG_PATH = "pkg://asl_tal.conf"
 
 # `${sum:a,b}`: the trainer runs warm-up + training epochs
 OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs), replace=True)
+
+
+def _doubling_ranges(l3: int) -> list[list[float]]:
+    from asl_tal.models.points import doubling_ranges  # torch: imported when first resolved
+
+    return doubling_ranges(l3 + 1)
+
+
+# `${doubling_ranges:${..network.l3}}`: ActionFormer's regression ranges of the l3 + 1 levels,
+# [0, 4], [4, 8], ... doubling, the last one open
+OmegaConf.register_new_resolver("doubling_ranges", _doubling_ranges, replace=True)
 # `${run_suffix:}`: a short random part of the run directory's name, fixed for the process, so
 # two runs started in the same microsecond still get two directories; cached in the config,
 # so the jobs of a sweep that a launcher starts in other processes resolve the same sweep dir

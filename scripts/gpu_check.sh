@@ -25,8 +25,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$WORK/nv
 bench() {  # name timeout args...
     local name=$1 limit=$2
     shift 2
-    timeout "$limit" "$PY" scripts/benchmark.py --device cuda --out "$OUT/$name.json" "$@" \
-        > "$WORK/$name.log" 2>&1
+    timeout "$limit" "$PY" scripts/benchmark.py pipeline --device cuda \
+        --out "$OUT/$name.json" "$@" > "$WORK/$name.log" 2>&1
     echo "$name rc=$? $(tail -c 300 "$WORK/$name.log" | tr '\n' ' ' | cut -c1-200)"
 }
 

@@ -1,23 +1,43 @@
-"""The benchmark entry point, its growth-exponent fit, and the exactness of the fast paths."""
+"""The benchmark entry point and its sub-commands, its growth-exponent fit, and the exactness
+of the fast paths."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
-import subprocess
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from asl_tal.conf import compose
 
-from asl_tal.bench import fit_growth_exponent, summarize
 from asl_tal.objective.sensitivity import InstanceSensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import benchmark  # noqa: E402  (scripts/ is not a package)
+from benchmarking.timing import fit_growth_exponent, summarize  # noqa: E402
+
+
+def run_benchmark(argv: list[str]) -> dict:
+    """``benchmark.main(argv)`` in this process: the JSON it prints, checked against the one
+    it returns; torch's thread count and random state are left as they were."""
+    threads = torch.get_num_threads()
+    stdout = io.StringIO()
+    try:
+        with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(stdout):
+            returned = benchmark.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    printed = json.loads(stdout.getvalue())
+    assert printed == json.loads(json.dumps(returned))
+    assert shlex.split(printed["command"]) == ["python", "scripts/benchmark.py", *argv]
+    return printed
 
 
 def _positive(value) -> bool:
@@ -27,13 +47,10 @@ def _positive(value) -> bool:
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "tiny.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--config", "tiny",
-         "--repeats", "1", "--profile", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    printed = run_benchmark(
+        ["pipeline", "--config", "tiny", "--repeats", "1", "--threads", "1", "--profile",
+         "--out", str(out)]
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    printed = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == printed
     return printed
 
@@ -77,27 +94,78 @@ def test_tiny_benchmark_reports_every_section(tiny_report):
 
 def test_flop_count_of_a_matrix_product_and_a_convolution():
     # 2·m·k·n for (m × k) @ (k × n); 2·B·T·C_in·C_out·k for a same-padded Conv1d
-    assert benchmark.count_gflop(lambda: torch.ones(30, 40) @ torch.ones(40, 50)) == (
+    assert benchmark.pipeline.count_gflop(lambda: torch.ones(30, 40) @ torch.ones(40, 50)) == (
         pytest.approx(2 * 30 * 40 * 50 / 1e9)
     )
     conv = torch.nn.Conv1d(8, 16, 3, padding=1)
-    assert benchmark.count_gflop(lambda: conv(torch.ones(2, 8, 100))) == pytest.approx(
+    assert benchmark.pipeline.count_gflop(lambda: conv(torch.ones(2, 8, 100))) == pytest.approx(
         2 * 2 * 100 * 8 * 16 * 3 / 1e9
     )
 
 
 def test_compare_runs_both_settings_and_reports_their_ratio():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--config", "tiny",
-         "--repeats", "2", "--compare", "model.ascl.weight=0", ""],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    compare = json.loads(proc.stdout)["compare"]
+    compare = run_benchmark(
+        ["pipeline", "--config", "tiny", "--repeats", "2", "--threads", "1",
+         "--compare", "model.ascl.weight=0", ""]
+    )["compare"]  # fmt: skip
     assert compare["A"]["overrides"] == "model.ascl.weight=0"
     assert compare["A"]["step"]["n"] == compare["B"]["step"]["n"] == 2
     want = compare["A"]["step"]["median_s"] / compare["B"]["step"]["median_s"]
     assert compare["ratio_A_over_B"] == pytest.approx(want, abs=2e-3)
+
+
+def test_eval_times_the_scorer_and_soft_nms_at_two_batch_sizes():
+    report = run_benchmark(
+        ["eval", "--videos", "3", "--preds", "40", "--classes", "4", "--gt", "5",
+         "--candidates", "300", "--batch", "4", "--repeats", "1"]
+    )  # fmt: skip
+    scorer = report["scorer"]
+    assert scorer["predictions"] == 3 * 40 and scorer["gt"] == 3 * 5
+    assert scorer["thresholds"] == 5  # tIoU 0.3:0.1:0.7
+    assert _positive(scorer["seconds"]) and 0.0 <= scorer["average_mAP"] <= 1.0
+    nms = report["soft_nms"]
+    assert nms["kept_per_video"] == compose("train").postprocess.max_seg_num
+    single, batched = nms["ms_per_video_batch_1"], nms["ms_per_video_batch_4"]
+    assert _positive(single) and _positive(batched)
+    assert nms["batch_speedup"] == pytest.approx(single / batched, rel=0.01, abs=0.01)
+
+
+@pytest.mark.slow  # THUMOS-sized feature files at a fixed size: in .ci/run's slow step
+def test_loading_times_four_settings_of_a_thumos_batch():
+    report = run_benchmark(["loading", "--repeats", "1", "--threads", "1"])
+    assert report["videos"] == {"video_a": 2500, "video_b": 4500} and report["dim"] == 2048
+    for setting in ("eval_full", "train_crop", "fixed_1024", "fixed_1024_cached"):
+        assert _positive(report[f"{setting}_s"]), setting
+    ratio = report["fixed_1024_s"] / report["fixed_1024_cached_s"]
+    assert report["fixed_1024_uncached_over_cached"] == pytest.approx(ratio, abs=0.01)
+
+
+@pytest.mark.slow  # the THUMOS shape is fixed: in .ci/run's slow step
+def test_losses_times_three_settings_and_their_ratio():
+    report = run_benchmark(["losses", "--repeats", "1", "--threads", "1"])
+    # six pyramid levels of T 1024: 1024 + 512 + ... + 32 points
+    assert report["shape"]["P"] == sum(1024 >> level for level in range(6))
+    for setting in ("all_on", "no_ascl", "sensitivity_off"):
+        assert _positive(report[setting]["median_s"]), setting
+        assert report[setting]["min_s"] <= report[setting]["median_s"]
+    ratio = report["all_on"]["median_s"] / report["sensitivity_off"]["median_s"]
+    assert report["ratio_all_on_vs_off"] == pytest.approx(ratio)
+
+
+def test_preflight_times_a_cold_and_warm_pass_and_removes_its_files(tmp_path):
+    report = run_benchmark(["preflight", "--files", "4", "--repeats", "2", "--dir", str(tmp_path)])
+    assert report["files"] == 4 and report["warm"]["repeats"] == 2
+    for figures in (report, report["cold"], report["warm"]):
+        assert _positive(figures["seconds"])
+        # seconds are rounded to 0.1 ms: per file that is 0.0125 ms either way
+        assert figures["per_file_ms"] == pytest.approx(1e3 * figures["seconds"] / 4, abs=0.013)
+    assert (report["seconds"], report["per_file_ms"]) == (
+        report["warm"]["seconds"],
+        report["warm"]["per_file_ms"],
+    )
+    # four float32 files of T in 400..2,300 steps × 2,048 values, rounded to 0.01 GB
+    assert 0.01 <= report["apparent_gb"] <= 4 * 2300 * 2048 * 4 / 1e9 + 0.01
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_growth_exponent_fit_recovers_power_laws():

@@ -31,7 +31,6 @@ LAYERS = {
     "detector": 3,
     "optim": 3,
     "lit_module": 4,
-    "bench": 4,
     "errors": -1,
     "outputs": 1,
     "checkpoints": 5,

@@ -1,4 +1,5 @@
-"""scripts/smooth_features.py: the Gaussian kernel, edge handling and the folder round trip."""
+"""scripts/research/smooth_features.py: the Gaussian kernel, edge handling, the folder round
+trip."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "research"))
 
-import smooth_features  # noqa: E402  (scripts/ is not a package)
+import smooth_features  # noqa: E402  (scripts/research/ is not a package)
 
 
 def test_kernel_of_sigma_one_spans_three_sd_and_sums_to_one():

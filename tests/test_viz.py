@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
+from helpers.model_defaults import visualization_callback
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
@@ -30,8 +31,8 @@ from asl_tal.checkpoints import load_checkpoint
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.postprocess.decode import Detections
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import sensitivity_profile  # scripts/ is not a package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "research"))
+import sensitivity_profile  # scripts/research/ is not a package
 
 EPOCHS = 3  # debug=tiny: 2 epochs + 1 warm-up
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -136,7 +137,7 @@ def validate_with(callback: VisualizationCallback, trained, root: Path) -> L.Tra
 
 def test_callback_without_logger_in_validate(trained, tmp_path):
     validate_with(
-        VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=2), trained, tmp_path
+        visualization_callback(every_n_epochs=1, num_instances=1, num_videos=2), trained, tmp_path
     )
     folder = tmp_path / "plots" / "epoch_000"
     names = {p.name for p in folder.iterdir()}
@@ -148,7 +149,7 @@ def test_callback_without_logger_in_validate(trained, tmp_path):
 
 def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
     """Plots on or off must not change a run: rendering restores the global RNG state."""
-    callback = VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=1)
+    callback = visualization_callback(every_n_epochs=1, num_instances=1, num_videos=1)
     trainer = validate_with(callback, trained, tmp_path)
     torch.manual_seed(0)
     before = torch.get_rng_state()
@@ -160,7 +161,7 @@ def test_callback_leaves_the_global_rng_as_it_found_it(trained, tmp_path):
 
 def test_callback_rejects_bad_period():
     with pytest.raises(ValueError, match="every_n_epochs"):
-        VisualizationCallback(every_n_epochs=0)
+        visualization_callback(every_n_epochs=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -453,7 +454,7 @@ def test_callback_logs_images_and_table_to_wandb(trained, tmp_path, monkeypatch)
         enable_checkpointing=False,
         enable_progress_bar=False,
         default_root_dir=tmp_path,
-        callbacks=[VisualizationCallback(every_n_epochs=1)],
+        callbacks=[visualization_callback(every_n_epochs=1)],
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     logger.experiment.finish()
@@ -538,7 +539,7 @@ def test_callback_draws_mathtext_class_names_and_video_ids(viz_run, trained, tmp
     names = list(datamodule.class_map.names)
     assert names[0] == "cls$_$00"
     monkeypatch.setattr(module, "class_names", names)
-    callback = VisualizationCallback(every_n_epochs=1, num_instances=2, num_videos=2)
+    callback = visualization_callback(every_n_epochs=1, num_instances=2, num_videos=2)
     trainer = validate_with(callback, (module, datamodule, None), tmp_path / "run")
     assert trainer.state.finished
     assert callback.failures == 0
@@ -561,7 +562,7 @@ def test_a_figure_that_cannot_be_drawn_is_counted_and_the_others_written(
         raise ValueError("cannot lay out")
 
     monkeypatch.setattr(viz, "plot_pr_curves", broken)
-    callback = VisualizationCallback(every_n_epochs=1, num_instances=1, num_videos=1)
+    callback = visualization_callback(every_n_epochs=1, num_instances=1, num_videos=1)
     with caplog.at_level("WARNING", logger="asl_tal.callbacks"):
         validate_with(callback, trained, tmp_path)
     assert callback.failures == 1

@@ -13,8 +13,9 @@ import math
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,7 +35,9 @@ from asl_tal.data.datamodules import TALDataModule
 from asl_tal.data.features import FeatureError
 from asl_tal.errors import OutputWriteError, UserInputError
 from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.metrics.protocol import EvaluationSettings
 from asl_tal.models.network import required_multiple
+from asl_tal.objective.settings import MODEL_BLOCKS
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.run_log import quiet_dependencies
 from asl_tal.settings import ConfigValueError, check_values, settings_from
@@ -166,6 +169,16 @@ class WritableOutputDir(Callback):
             raise SystemExit(2) from None
 
 
+# The blocks of ours that no `_target_` names, with what each feeds (a settings dataclass, or
+# a constructor and the arguments that the code supplies); a `_target_` block of ours feeds
+# the class it names (its `settings_class` where it has one).
+CONFIG_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+    **{f"model.{name}": feeds for name, feeds in MODEL_BLOCKS.items()},
+    "postprocess": (PostprocessConfig, ()),
+    "evaluation": (EvaluationSettings, ()),
+}
+
+
 def check_run_config(cfg: DictConfig, training: bool) -> None:
     """The values an entry point reads, checked before any data is read or file written
     (the ranges: :data:`asl_tal.settings.CONSTRAINTS`): ``postprocess``, ``evaluation``,
@@ -179,13 +192,15 @@ def check_run_config(cfg: DictConfig, training: bool) -> None:
     settings_from(
         PostprocessConfig, OmegaConf.to_container(cfg.postprocess, resolve=True), "postprocess"
     )
-    check_values(OmegaConf.to_container(cfg.evaluation, resolve=True), "evaluation")
+    settings_from(
+        EvaluationSettings, OmegaConf.to_container(cfg.evaluation, resolve=True), "evaluation"
+    )
     check_accelerator(OmegaConf.to_container(cfg.trainer, resolve=True))
     if not training:
         return
     check_values({"seed": cfg.seed}, "", {"seed": int})
     check_values(_settings_only(cfg.optimizer), "optimizer")
-    for name, callback in (cfg.get("callbacks") or {}).items():
+    for name, callback in (cfg.callbacks or {}).items():
         if callback is not None:
             check_values(_settings_only(callback), f"callbacks.{name}")
 
@@ -224,14 +239,14 @@ def check_fresh_run_dir(directory: Path, ckpt_path: Path | None) -> None:
 
 
 def build_datamodule(cfg: DictConfig, l3: int | None = None) -> TALDataModule:
-    """Instantiate ``cfg.dataset``, padding batches for a network with ``l3`` down-sampling
-    blocks (default: ``cfg.model.network.l3``; a checkpoint's when evaluating one)."""
+    """The data module that ``cfg.dataset``'s ``_target_`` names, from the rest of the block
+    (:meth:`TALDataModule.from_config`), padding batches for a network with ``l3``
+    down-sampling blocks (default: ``cfg.model.network.l3``; a checkpoint's when evaluating
+    one)."""
     l3 = cfg.model.network.l3 if l3 is None else l3
-    return instantiate(
-        OmegaConf.to_container(cfg.dataset, resolve=True),
-        pad_multiple=required_multiple(l3),
-        _convert_="all",
-    )
+    block = OmegaConf.to_container(cfg.dataset, resolve=True)
+    module_class = get_class(block.pop("_target_"))
+    return module_class.from_config(block, required_multiple(l3))
 
 
 def build_module(cfg: DictConfig, datamodule: TALDataModule) -> ASLLitModule:
@@ -255,13 +270,14 @@ def build_loggers(cfg: DictConfig) -> list:
     """Instantiate ``cfg.logger``; a W&B logger's offline mode, name, group and checkpoint
     upload are settled first (:func:`asl_tal.tracking.wandb_logger_config`)."""
     loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
+    for name, logger_cfg in (cfg.logger or {}).items():
         logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
         if is_wandb_logger(logger_cfg):
             logger_cfg = wandb_logger_config(logger_cfg, cfg)
-        save_dir = Path(logger_cfg.get("save_dir", "."))
-        with writing(save_dir):
-            save_dir.mkdir(parents=True, exist_ok=True)
+        if "save_dir" in logger_cfg:  # a logger that writes files: its folder, checked
+            save_dir = Path(logger_cfg["save_dir"])
+            with writing(save_dir):
+                save_dir.mkdir(parents=True, exist_ok=True)
         loggers.append(instantiate(logger_cfg))
         log.debug("logger %s ready", name)
     return loggers
@@ -311,14 +327,12 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     """
     quiet_dependencies()
     loggers = build_loggers(cfg)
-    configured = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    configured = [c for c in (cfg.callbacks or {}).values() if c is not None]
     callback_list = [instantiate(c) for c in configured] if callbacks else []
     if not loggers:
         callback_list = [c for c in callback_list if not isinstance(c, LearningRateMonitor)]
-    precision, reason = choose_precision(
-        str(cfg.trainer.get("precision", "32-true")), str(cfg.trainer.get("accelerator", "auto"))
-    )
-    if cfg.trainer.get("precision") == "auto":
+    precision, reason = choose_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
+    if cfg.trainer.precision == "auto":
         log.info("precision auto: %s (%s)", precision, reason)
     return instantiate(
         cfg.trainer,
@@ -389,7 +403,7 @@ def write_test_metrics(
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     metrics = metrics_to_json(
-        module.last_results["test"], list(module.evaluation["tiou_thresholds"]), module.class_names
+        module.last_results["test"], module.evaluation.tiou_thresholds, module.class_names
     )
     metrics["weights"] = weights
     metrics_file = out / f"{name}_metrics.json"

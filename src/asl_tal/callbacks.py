@@ -69,13 +69,13 @@ class VisualizationCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int = 5,
-        num_instances: int = 2,
-        num_videos: int = 1,
-        top_k: int = 20,
-        tiou_thresh: float = 0.5,
-        pr_class: int | None = None,
-        dpi: int = 100,
+        every_n_epochs: int,
+        num_instances: int,
+        num_videos: int,
+        top_k: int,
+        tiou_thresh: float,
+        pr_class: int | None,
+        dpi: int,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -180,7 +180,7 @@ class VisualizationCallback(Callback):
                     self.tiou_thresh,
                 )
 
-        thresholds = [float(t) for t in pl_module.evaluation["tiou_thresholds"]]
+        thresholds = [float(t) for t in pl_module.evaluation.tiou_thresholds]
         metric = getattr(pl_module, "metrics", {}).get("val")
         if metric is not None and self._predictions is not None:
             precision, recall, _ = precision_recall_curve(

@@ -6,13 +6,15 @@ real is allocated.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -21,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
+from asl_tal.models.points import doubling_ranges
 
 
 class CheckpointMismatchError(UserInputError):
@@ -83,33 +86,55 @@ _REMOTE_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:|::")
 _FOLDER_NAME = re.compile(r"\w[\w.-]*")
 
 
-# Keys that checkpoints written before the config tree was split into blocks (network,
-# points, sensitivity, ascl, loss, ema) leave out, with the values the code then used.
-LEGACY_NETWORK_KEYS = (
+# The flat ``model`` block of the layout before the config tree was split into blocks
+# (network, points, sensitivity, ascl, loss, ema): these keys moved into ``network``.
+FLAT_NETWORK_KEYS = (
     "input_dim", "stream_dims", "d_emb", "n_heads", "l1", "l2", "l3", "head_width",
     "t_c_alpha", "channel_attention", "attn_window", "attn_window_levels", "abs_pos_enc",
     "max_seq_len", "dropout", "path_drop", "prior_prob",
 )  # fmt: skip
-LEGACY_DEFAULTS = {
-    "network": {"head_layers": 3},
-    "sensitivity": {"normalize": "none", "evaluator_tile_len": 16},
-    "ascl": {"tau": None, "window_ratio": 0.2},
-    "postprocess": {"topk_per_level": True},
-}
 
 
-# keys added to a block after the layout of today, with the value that reproduces what a
-# checkpoint without them was trained with
-ADDED_KEYS = {
-    "network": {"channel_pool": "sum", "channel_drop_path": False, "offset_activation": "relu"},
-    "sensitivity": {"weight_normalize": "none", "gaussian_lr_scale": 1.0, "loc_sigma_init": 1.0},
-    "ascl": {"memory_size": 0},
-}
+def _by_ascl_mode(topk: Any, windows: Any) -> Callable[[Mapping], Any]:
+    """An ASCL value that a checkpoint took from its ``model.ascl.mode``."""
+    return lambda hparams: topk if hparams["model"]["ascl"]["mode"] == "topk" else windows
 
 
-# top-level hyper-parameters added after a checkpoint layout, with the value a checkpoint
-# without them gets: no stored dataset block (eval and predict then use the config's)
-ADDED_HPARAMS = {"dataset": None}
+def _doubling_ranges(hparams: Mapping) -> list[list[float]]:
+    return doubling_ranges(hparams["model"]["network"]["l3"] + 1)
+
+
+# The one migration table: for a key of today's layout, the value a checkpoint was trained
+# with where it lacks the key ("missing": written before the key existed) or holds null in
+# it ("null": written when null meant the code's own value). A callable takes the
+# hyper-parameters and returns the value. Rows apply in order (a missing tau is the null of
+# the earliest layout, which the next row settles); a row under a block the checkpoint does
+# not hold (its dataset block is None) is skipped.
+MIGRATIONS: tuple[tuple[str, str, Any], ...] = (
+    ("dataset", "missing", None),  # no stored dataset block: eval and predict use the config's
+    ("optimizer._target_", "missing", "torch.optim.AdamW"),
+    ("optimizer._partial_", "missing", True),
+    ("scheduler._target_", "missing", "asl_tal.optim.warmup_cosine"),
+    ("scheduler._partial_", "missing", True),
+    ("postprocess.topk_per_level", "missing", True),
+    ("model.compile", "missing", False),
+    ("model.network.head_layers", "missing", 3),
+    ("model.network.channel_pool", "missing", "sum"),
+    ("model.network.channel_drop_path", "missing", False),
+    ("model.network.offset_activation", "missing", "relu"),
+    ("model.points.regression_ranges", "missing", None),
+    ("model.points.regression_ranges", "null", _doubling_ranges),
+    ("model.sensitivity.normalize", "missing", "none"),
+    ("model.sensitivity.evaluator_tile_len", "missing", 16),
+    ("model.sensitivity.weight_normalize", "missing", "none"),
+    ("model.sensitivity.gaussian_lr_scale", "missing", 1.0),
+    ("model.sensitivity.loc_sigma_init", "missing", 1.0),
+    ("model.ascl.window_ratio", "missing", 0.2),
+    ("model.ascl.tau", "missing", None),
+    ("model.ascl.tau", "null", _by_ascl_mode(0.1, 0.07)),
+    ("model.ascl.memory_size", "missing", 0),
+    ("model.ascl.memory_size", "null", _by_ascl_mode(512, 0)),
+)
 
 # the blocks eval and predict take from the checkpoint: the data it was trained on, how it
 # decodes detections and how it was scored
@@ -117,40 +142,38 @@ CHECKPOINT_BLOCKS = ("dataset", "postprocess", "evaluation")
 
 
 def upgrade_hparams(hparams: dict) -> dict:
-    """The hyper-parameters of a checkpoint in today's layout (older layouts converted)."""
-    hparams = {**ADDED_HPARAMS, **hparams}
-    model = dict(hparams["model"])
-    if "network" in model:
-        for block, added in ADDED_KEYS.items():
-            model[block] = {**added, **model[block]}
-        return {**hparams, "model": model}
-    network = {key: model.pop(key) for key in LEGACY_NETWORK_KEYS}
-    sensitivity = dict(model["sensitivity"])
-    sensitivity.setdefault("evaluator_layers", model.pop("l4"))
-    upgraded = {
-        "network": {**LEGACY_DEFAULTS["network"], **ADDED_KEYS["network"], **network},
-        "points": {"regression_ranges": model.get("regression_ranges")},
-        "sensitivity": {
-            **LEGACY_DEFAULTS["sensitivity"],
-            **ADDED_KEYS["sensitivity"],
-            **sensitivity,
-        },
-        "ascl": {**LEGACY_DEFAULTS["ascl"], **ADDED_KEYS["ascl"], **model["ascl"]},
-        "loss": dict(model["loss"]),
-        "ema": dict(model["ema"]),
-        "compile": bool(model.get("compile", False)),
+    """The hyper-parameters of a checkpoint in today's layout: a flat ``model`` block split
+    into today's blocks, then every row of :data:`MIGRATIONS` applied (a copy; ``hparams``
+    stays as it is)."""
+    hparams = copy.deepcopy(hparams)
+    if "network" not in hparams["model"]:
+        hparams["model"] = _split_flat_model(hparams["model"])
+    for key, when, value in MIGRATIONS:
+        *parents, name = key.split(".")
+        block = hparams
+        for parent in parents:
+            block = block[parent] if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            continue
+        if (when == "missing" and name not in block) or (
+            when == "null" and name in block and block[name] is None
+        ):
+            block[name] = value(hparams) if callable(value) else value
+    return hparams
+
+
+def _split_flat_model(model: dict) -> dict:
+    """The flat ``model`` block of the earliest layout as today's blocks, with the keys it
+    holds (:data:`MIGRATIONS` adds the others)."""
+    blocks = {
+        "network": {key: model[key] for key in FLAT_NETWORK_KEYS},
+        "points": {key: model[key] for key in ("regression_ranges",) if key in model},
+        "sensitivity": {"evaluator_layers": model["l4"], **model["sensitivity"]},
+        "ascl": model["ascl"],
+        "loss": model["loss"],
+        "ema": model["ema"],
     }
-    return {
-        **hparams,
-        "model": upgraded,
-        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, **hparams["optimizer"]},
-        "scheduler": {
-            "_target_": "asl_tal.optim.warmup_cosine",
-            "_partial_": True,
-            **hparams["scheduler"],
-        },
-        "postprocess": {**LEGACY_DEFAULTS["postprocess"], **hparams["postprocess"]},
-    }
+    return {**blocks, **({"compile": model["compile"]} if "compile" in model else {})}
 
 
 def check_trained_on(
@@ -195,7 +218,7 @@ def stored_dataset(cfg: DictConfig, training_fps: set[float | None]) -> dict:
     """
     block = OmegaConf.to_container(cfg.dataset, resolve=True)
     block["root"] = os.path.abspath(os.path.expanduser(block["root"]))
-    no_rate = block.get("fps") is None and block.get("default_fps") is None
+    no_rate = block["fps"] is None and block["default_fps"] is None
     if no_rate and len(training_fps) == 1 and None not in training_fps:
         (block["default_fps"],) = training_fps
     return block

@@ -8,9 +8,25 @@ decay at update ``n`` is ``min(decay, (1 + n) / (10 + n))``.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class EMASettings:
+    """The ``model.ema`` block.
+
+    Attributes:
+        enabled: keep an averaged copy (:class:`ModelEMA`) and evaluate with it.
+        decay: the decay once warmed up.
+        warmup: ramp the decay up (module docstring); False = fixed ``decay``.
+    """
+
+    enabled: bool
+    decay: float
+    warmup: bool
 
 
 class ModelEMA(nn.Module):
@@ -23,7 +39,7 @@ class ModelEMA(nn.Module):
         warmup: use the warm-up schedule above (False = fixed ``decay``).
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.999, warmup: bool = True) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: bool) -> None:
         super().__init__()
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)

@@ -16,8 +16,9 @@ from hydra.utils import instantiate
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import Batch
 from asl_tal.detector import ASLDetector
-from asl_tal.ema import ModelEMA
+from asl_tal.ema import EMASettings, ModelEMA
 from asl_tal.metrics.detection_map import TemporalActionDetectionMAP
+from asl_tal.metrics.protocol import EvaluationSettings
 from asl_tal.metrics.recall import RecallAtK
 from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
@@ -52,11 +53,11 @@ class ASLLitModule(L.LightningModule):
 
     Args:
         model: the ``model`` config: the detector's blocks (:meth:`ASLDetector.from_config`),
-            ``ema`` (``enabled``, ``decay``, ``warmup``) and ``compile``.
+            ``ema`` (:class:`EMASettings`) and ``compile``.
         optimizer: the ``optimizer`` config, a partial torch optimizer (``_target_``).
         scheduler: the ``scheduler`` config, a partial of a schedule in :mod:`asl_tal.optim`.
         postprocess: :class:`PostprocessConfig` fields.
-        evaluation: ``tiou_thresholds`` and the Recall@k settings.
+        evaluation: :class:`EvaluationSettings` fields.
         class_names: the class map (names by id) of the dataset the model is trained on.
         class_counts: training instances per class (class-bias prior), or None.
         num_model_classes: classes the network predicts (1 for class-agnostic training).
@@ -87,14 +88,14 @@ class ASLLitModule(L.LightningModule):
         self.class_names = list(class_names)
         self.num_model_classes = num_model_classes or len(self.class_names)
         self.detector = ASLDetector.from_config(model, self.num_model_classes, class_counts)
-        ema = model["ema"]
-        self.ema = ModelEMA(self.detector, ema["decay"], ema["warmup"]) if ema["enabled"] else None
+        ema = settings_from(EMASettings, model["ema"], "model.ema")
+        self.ema = ModelEMA(self.detector, ema.decay, ema.warmup) if ema.enabled else None
         if model["compile"]:
             # compile the bound forward: parameter names (and so checkpoints) stay unchanged
             network = self.detector.network
             network.forward = torch.compile(network.forward, dynamic=True)
         self.postprocess_cfg = settings_from(PostprocessConfig, postprocess, "postprocess")
-        self.evaluation = dict(evaluation)
+        self.evaluation = settings_from(EvaluationSettings, evaluation, "evaluation")
         self.skip_nonfinite = skip_nonfinite
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.metrics: dict[str, TemporalActionDetectionMAP] = {}
@@ -113,20 +114,20 @@ class ASLLitModule(L.LightningModule):
             gt=gt,
             video_index=video_index,
             num_classes=len(self.class_names),
-            tiou_thresholds=list(self.evaluation["tiou_thresholds"]),
+            tiou_thresholds=self.evaluation.tiou_thresholds,
         )
         self.metrics[stage] = metric.to(self.device)
         self.video_indices[stage] = dict(video_index)
-        recall_topk = list(self.evaluation["recall_topk"])
+        recall_topk = self.evaluation.recall_topk
         if recall_topk:
             recall = RecallAtK(
                 gt=gt,
                 video_index=video_index,
                 num_classes=len(self.class_names),
                 ks=tuple(recall_topk),
-                tiou_thresholds=list(self.evaluation["recall_tiou_thresholds"]),
-                strict_greater=self.evaluation["recall_strict_greater"],
-                average=self.evaluation["recall_average"],
+                tiou_thresholds=self.evaluation.recall_tiou_thresholds,
+                strict_greater=self.evaluation.recall_strict_greater,
+                average=self.evaluation.recall_average,
             )
             self.recalls[stage] = recall.to(self.device)
 
@@ -233,7 +234,7 @@ class ASLLitModule(L.LightningModule):
     def _log_metrics(self, stage: str) -> dict:
         result = self.metrics[stage].compute()
         self.metrics[stage].reset()
-        thresholds = self.evaluation["tiou_thresholds"]
+        thresholds = self.evaluation.tiou_thresholds
         for thr, value in zip(thresholds, result["mAP"], strict=True):
             self.log(f"{stage}/mAP@{thr:g}", value, sync_dist=False)
         self.log(f"{stage}/average_mAP", result["average_mAP"], prog_bar=True, sync_dist=False)
@@ -241,9 +242,7 @@ class ASLLitModule(L.LightningModule):
             recall = self.recalls[stage].compute()
             self.recalls[stage].reset()
             for key, values in recall.items():
-                for thr, value in zip(
-                    self.evaluation["recall_tiou_thresholds"], values, strict=True
-                ):
+                for thr, value in zip(self.evaluation.recall_tiou_thresholds, values, strict=True):
                     self.log(f"{stage}/{key}@{thr:g}", value, sync_dist=False)
             result["recall"] = recall
         self.last_results[stage] = result

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -17,6 +16,7 @@ from typing import BinaryIO
 from filelock import FileLock, Timeout
 from lightning.pytorch.utilities import rank_zero_only
 
+from asl_tal.data.feature_folder import not_regular
 from asl_tal.errors import OutputWriteError, UserInputError
 
 # the lock file each command holds in its run folder while it runs
@@ -28,21 +28,6 @@ TEMP_SUFFIX = ".tmp"
 class OutputError(UserInputError):
     """An output path that a command must not write (an input, a folder, a file it did not
     write, a run folder in use or of another run)."""
-
-
-def not_regular(path: Path) -> str:
-    """What ``path`` is, for an entry that is neither a regular file nor a folder (reading
-    a FIFO or a device would block or never end)."""
-    if not path.exists():
-        return "a broken symbolic link"
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode):
-        kind = "a FIFO"
-    elif stat.S_ISSOCK(mode):
-        kind = "a socket"
-    else:
-        kind = "a device"
-    return f"not a regular file ({kind})"
 
 
 def check_output(

@@ -2,11 +2,13 @@
 
 ``input`` is one feature file or a folder of them, ``(T, D)`` time-major: ``.npy``, ``.npz``
 (key ``feats``) or ``.pt`` named ``<video_id><ext>``, one per video, or ``.h5`` / ``.hdf5``
-holding one dataset per video id (suffixes in any case). No annotation is needed: each
-video's duration is ``((T − 1)·stride + window) / fps`` from the dataset config
-(docs/data.md §3) unless ``duration`` is given. Writes the detections with class names as
-labels in ``output_format`` (:mod:`asl_tal.submission`): an ActivityNet results JSON
-(default), an Ego4D Moment Queries submission (``ego4d``) or ActionFormer's
+holding one dataset per video id (suffixes in any case; :mod:`asl_tal.data.feature_folder`).
+No annotation is needed: each video's duration is ``((T − 1)·stride + window) / fps`` from
+the dataset config (docs/data.md §3) unless ``duration`` is given. The checkpoint's data
+module reads, resamples and batches the videos as it does its test subset
+(``dataset.eval_batch_size``; ``TALDataModule.unlabelled_loader``). Writes the detections
+with class names as labels in ``output_format`` (:mod:`asl_tal.submission`): an ActivityNet
+results JSON (default), an Ego4D Moment Queries submission (``ego4d``) or ActionFormer's
 ``eval_results.pkl`` (``actionformer``). ``plot=true`` also draws each video's top
 detections as ``<plot_dir>/<video_id>.png``; a plot that cannot be written is a warning,
 counted in the summary, and changes neither the results nor the exit status.
@@ -28,20 +30,17 @@ import math
 import os
 import pickletools
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
 
 from asl_tal import outputs
 from asl_tal.app import (
     UserInputError,
+    build_datamodule,
     build_trainer,
     check_run_config,
     command_line_overrides,
@@ -57,17 +56,9 @@ from asl_tal.checkpoints import (
 )
 from asl_tal.conf import CONFIG_PATH
 from asl_tal.data.annotations import ClassMap
-from asl_tal.data.batch import Batch, VideoMeta
-from asl_tal.data.collate import collate
-from asl_tal.data.dataset import VideoSample
-from asl_tal.data.features import (
-    HDF5_EXTS,
-    FeatureError,
-    check_features,
-    hdf5_members,
-    load_array,
-)
-from asl_tal.data.transforms import resample_features, resample_meta
+from asl_tal.data.batch import Batch
+from asl_tal.data.feature_folder import Inventory, Skipped, find_videos
+from asl_tal.lit_module import ASLLitModule
 from asl_tal.submission import (
     ACTIONFORMER_KEYS,
     EGO4D_CHALLENGE,
@@ -78,7 +69,6 @@ from asl_tal.viz import check_plot_top_k, plot_detections, write_plots
 
 log = logging.getLogger("asl_tal.predict")
 
-FEATURE_EXTS = (".npy", ".npz", ".pt", *HDF5_EXTS)
 # exit status when some input was skipped (the output holds the other videos)
 SKIPPED_EXIT = 2
 # the top-level fields and the entry fields of the results file predict writes
@@ -93,133 +83,6 @@ DEFAULT_OUTPUT_NAMES = {
     "ego4d": "ego4d_submission.json",
     "actionformer": "eval_results.pkl",
 }
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """Where one video's features are: a file, or a dataset (``key``) of an HDF5 file."""
-
-    video_id: str
-    path: Path
-    key: str | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.path) if self.key is None else f"{self.path}:{self.key}"
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An input left out: ``what`` (a file, ``file:dataset`` or several) and why."""
-
-    what: str
-    reason: str
-
-    def line(self) -> str:
-        return f"{self.what}: {' '.join(self.reason.split())}"
-
-
-@dataclass
-class Inventory:
-    """The videos of an ``input`` and what was left out of it.
-
-    Attributes:
-        sources: the videos to run, sorted by file name.
-        files: every feature file of the input (what ``output`` must never be).
-        skipped: inputs that are errors (unreadable, ambiguous): exit status 2.
-        ignored: folder entries that are not feature files (unsupported suffix, sub-folders,
-            entries that are not regular files).
-    """
-
-    sources: list[VideoSource] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    ignored: list[Skipped] = field(default_factory=list)
-
-
-def _reason(err: Exception, path: Path) -> str:
-    """``err``'s message without the leading ``<path>: `` that feature errors carry."""
-    message = str(err) if isinstance(err, FeatureError) else f"{type(err).__name__}: {err}"
-    prefix = f"{path}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
-
-
-def _is_feature_file(path: Path) -> bool:
-    return path.suffix.lower() in FEATURE_EXTS
-
-
-def find_videos(path: str | Path) -> Inventory:
-    """The videos named by ``path``: one feature file, or a folder's files sorted by name.
-
-    Raises (before any work) when ``path`` does not exist, is a file of an unsupported
-    format or not a regular file, or is a folder without any feature file. Unreadable HDF5
-    files and video ids given by two sources are recorded in ``skipped``; other folder
-    entries in ``ignored``, among them FIFOs, sockets, devices and broken links, which are
-    never opened.
-    """
-    path = Path(path)
-    inv = Inventory()
-    supported = ", ".join(FEATURE_EXTS)
-    if path.is_file():
-        if not _is_feature_file(path):
-            raise FeatureError(
-                f"input {path}: unsupported feature file suffix {path.suffix!r} (reads {supported})"
-            )
-        inv.files = [path]
-    elif path.is_dir():
-        for entry in sorted(path.iterdir()):
-            if entry.is_dir():
-                inv.ignored.append(Skipped(str(entry), "a folder (sub-folders are not read)"))
-            elif not entry.is_file():
-                inv.ignored.append(
-                    Skipped(str(entry), f"{outputs.not_regular(entry)}; never opened")
-                )
-            elif _is_feature_file(entry):
-                inv.files.append(entry)
-            else:
-                inv.ignored.append(
-                    Skipped(str(entry), f"unsupported suffix {entry.suffix!r} (reads {supported})")
-                )
-        if not inv.files:
-            raise FeatureError(f"input {path}: no feature files ({supported})")
-    elif path.exists():
-        raise FeatureError(
-            f"input {path}: {outputs.not_regular(path)}; give a feature file or a folder of them"
-        )
-    else:
-        raise FileNotFoundError(f"input {path}: no such feature file or folder")
-
-    sources: list[VideoSource] = []
-    for file in inv.files:
-        if file.suffix.lower() not in HDF5_EXTS:
-            sources.append(VideoSource(file.stem, file))
-            continue
-        try:
-            datasets, others = hdf5_members(file)
-        except FeatureError as err:
-            inv.skipped.append(Skipped(str(file), _reason(err, file)))
-            continue
-        if not datasets:
-            inv.skipped.append(Skipped(str(file), "HDF5 file without datasets (no videos)"))
-        sources.extend(VideoSource(name, file, name) for name in datasets)
-        inv.ignored.extend(
-            Skipped(f"{file}:{name}", "not an HDF5 dataset (groups are not read)")
-            for name in others
-        )
-
-    by_id: dict[str, list[VideoSource]] = {}
-    for source in sources:
-        by_id.setdefault(source.video_id, []).append(source)
-    for video_id, same in by_id.items():
-        if len(same) > 1:
-            inv.skipped.append(
-                Skipped(
-                    " and ".join(s.name for s in same),
-                    f"both give video {video_id!r}; keep one (rename or remove the other)",
-                )
-            )
-    inv.sources = [s for s in sources if len(by_id[s.video_id]) == 1]
-    return inv
 
 
 def _read_json_object(path: Path) -> object:
@@ -308,20 +171,35 @@ def positive_number(value: object, name: str, what: str, example: str) -> float 
 
 
 def video_timing(cfg: DictConfig) -> tuple[float | None, float | None]:
-    """``(fps, duration)`` for every video: ``fps`` from the command line, else
-    ``dataset.fps``, else ``dataset.default_fps`` (None when none is set); ``duration``
-    from the command line (None = derived from the length). Each must be a finite number
-    > 0 (:func:`positive_number`)."""
-    data = cfg.dataset
-    candidates = (
-        ("fps", cfg.fps),
-        ("dataset.fps", data.fps),
-        ("dataset.default_fps", data.default_fps),
-    )
-    name, fps = next(((n, v) for n, v in candidates if v is not None), ("fps", None))
-    fps = positive_number(fps, name, "the frame rate (frames per second)", "30")
+    """The command line's ``(fps, duration)`` for every video (None = not given).
+
+    Each given one of ``fps``, ``dataset.fps``, ``dataset.default_fps`` and ``duration``
+    must be a finite number > 0 (:func:`positive_number`); the data layer takes the frame
+    rate in that order (:func:`~asl_tal.data.dataset.video_meta`).
+    """
+    what, example = "the frame rate (frames per second)", "30"
+    positive_number(cfg.dataset.fps, "dataset.fps", what, example)
+    positive_number(cfg.dataset.default_fps, "dataset.default_fps", what, example)
+    fps = positive_number(cfg.fps, "fps", what, example)
     duration = positive_number(cfg.duration, "duration", "the video duration (seconds)", "60.5")
     return fps, duration
+
+
+def check_timing(data: DictConfig, fps: float | None, duration: float | None) -> None:
+    """Refuse a dataset that counts frames (``data.feat_stride``) without any frame rate, and
+    one that measures features per second (``feat_stride`` null) without ``duration``."""
+    if data.feat_stride is None and duration is None:
+        raise UserInputError(
+            "this dataset measures features per second (dataset.feat_stride=null): "
+            "give the video duration with duration=SECONDS"
+        )
+    if (
+        data.feat_stride is not None
+        and fps is None
+        and data.fps is None
+        and data.default_fps is None
+    ):
+        raise UserInputError("no frame rate: set fps=... (or dataset.fps / dataset.default_fps)")
 
 
 def check_output(output: Path, inputs: Sequence[Path]) -> None:
@@ -334,113 +212,6 @@ def check_output(output: Path, inputs: Sequence[Path]) -> None:
         ours=is_predict_output,
         kind="a predict results file",
     )
-
-
-class RawFeatureDataset(Dataset):
-    """Un-annotated videos as evaluation samples.
-
-    An item that cannot be read comes back as a :class:`Skipped` instead of a sample.
-
-    Args:
-        sources: the videos (see :func:`find_videos`).
-        input_dim: expected feature width ``D``.
-        fps, stride, window: grid geometry (``stride=None``: features per second, which
-            needs ``duration``).
-        duration: seconds, for every video (None = derived from ``T``).
-        fixed_length: resample to this many steps (None = keep ``T``).
-        resample_geometry: grid geometry after resampling (``resample_meta``).
-    """
-
-    def __init__(
-        self,
-        sources: list[VideoSource],
-        input_dim: int,
-        fps: float | None,
-        stride: float | None,
-        window: float | None,
-        duration: float | None = None,
-        fixed_length: int | None = None,
-        resample_geometry: str = "spec",
-    ) -> None:
-        if stride is None and duration is None:
-            raise UserInputError(
-                "this dataset measures features per second (dataset.feat_stride=null): "
-                "give the video duration with duration=SECONDS"
-            )
-        if stride is not None and fps is None:
-            raise UserInputError(
-                "no frame rate: set fps=... (or dataset.fps / dataset.default_fps)"
-            )
-        self.sources = sources
-        self.input_dim = input_dim
-        self.fps, self.stride, self.duration = fps, stride, duration
-        self.window = window if window is not None else stride
-        self.fixed_length = fixed_length
-        self.resample_geometry = resample_geometry
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def meta(self, video_id: str, num_feats: int) -> VideoMeta:
-        """Grid geometry of a video with ``num_feats`` steps."""
-        if self.stride is None:
-            fps, stride, window = num_feats / self.duration, 1.0, 1.0
-        else:
-            fps, stride, window = float(self.fps), float(self.stride), float(self.window)
-        duration = self.duration or ((num_feats - 1) * stride + window) / fps
-        return VideoMeta(video_id, duration, fps, stride, window, 0.0, num_feats)
-
-    def read(self, source: VideoSource) -> VideoSample:
-        """The sample of one video (raises on unreadable or invalid features)."""
-        video_id = source.video_id
-        array = load_array(source.path, video_id, source.key)
-        array = check_features(array, self.input_dim, source.path, video_id)
-        feats = torch.from_numpy(np.ascontiguousarray(array.T))
-        meta = self.meta(video_id, feats.shape[1])
-        if self.fixed_length is not None:
-            meta = resample_meta(meta, feats.shape[1], self.fixed_length, self.resample_geometry)
-            feats = resample_features(feats, self.fixed_length)
-        empty = torch.zeros(0, 2)
-        return VideoSample(feats.contiguous(), empty, torch.zeros(0, dtype=torch.long), meta)
-
-    def __getitem__(self, index: int) -> VideoSample | Skipped:
-        source = self.sources[index]
-        try:
-            return self.read(source)
-        except (FeatureError, OSError, ValueError, TypeError) as err:
-            return Skipped(source.name, _reason(err, source.path))
-
-
-def collate_readable(
-    samples: Sequence[VideoSample | Skipped], pad_multiple: int
-) -> tuple[Batch | None, list[Skipped]]:
-    """The batch of the readable samples (None if none) and the skipped ones."""
-    skipped = [s for s in samples if isinstance(s, Skipped)]
-    good = [s for s in samples if not isinstance(s, Skipped)]
-    # evaluation pads to the longest video only: collate ignores max_seq_len with train=False
-    batch = collate(good, pad_multiple, max_seq_len=None, train=False) if good else None
-    return batch, skipped
-
-
-class ReadableBatches:
-    """The batches of ``loader`` (of :func:`collate_readable`) with a sample left, recording
-    the skipped samples in ``skipped`` and each yielded video's duration (seconds) in
-    ``durations``."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-        self.skipped: list[Skipped] = []
-        self.durations: dict[str, float] = {}
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch, skipped in self.loader:
-            self.skipped.extend(skipped)
-            if batch is not None:
-                self.durations.update((m.video_id, m.duration) for m in batch.meta)
-                yield batch
 
 
 def guard_predict_step(module, names: dict[str, str]) -> list[Skipped]:
@@ -506,32 +277,39 @@ def report_summary(report: PredictReport) -> None:
         print(line, file=sys.stderr)
 
 
-def predict(cfg: DictConfig) -> PredictReport:
-    """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
+def check_inputs(cfg: DictConfig) -> tuple[Inventory, Path]:
+    """The videos of ``cfg.input`` and the results file, every value of ``cfg`` checked
+    first; nothing is read but the input folder's listing (and HDF5 files' member names).
 
-    Raises a user error before any work for a missing or bad ``input``, a bad ``output``
-    or a config value out of range, and after the run when no video could be read (nothing
-    is written then).
+    Raises:
+        UserInputError: a missing ``input``, a bad value, ``input`` or ``output``.
     """
     if OmegaConf.is_missing(cfg, "input"):
         raise UserInputError(
             "input=... is required: a feature file (.npy, .npz, .pt, .h5) or a folder of them "
             "(e.g. input=features/)"
         )
-    output_format, retrieval_top_k = cfg.output_format, cfg.retrieval_top_k
-    check_output_format(output_format, retrieval_top_k)
+    check_output_format(cfg.output_format, cfg.retrieval_top_k)
     check_run_config(cfg, training=False)
     if cfg.plot:
         check_plot_top_k(cfg.plot_top_k)
     video_timing(cfg)  # the command line's values, checked before the checkpoint is read
     inventory = find_videos(cfg.input)
-    default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[output_format]
+    default_output = run_dir() / "results" / DEFAULT_OUTPUT_NAMES[cfg.output_format]
     output = Path(cfg.output) if cfg.output else default_output
     check_output(output, inventory.files)
     local_checkpoint_path(cfg.get("ckpt_path"))
-    cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
+    return inventory, output
+
+
+def load_predictor(cfg: DictConfig) -> ASLLitModule:
+    """The checkpoint's module for ``cfg.dataset``'s single-stream features.
+
+    Raises:
+        UserInputError: several feature streams, or a class-agnostic checkpoint (its
+            detections have no class to name).
+    """
     data = cfg.dataset
-    fps, duration = video_timing(cfg)
     log.info(
         "feature grid of dataset %s: width %s, stride %s",
         data.name,
@@ -553,25 +331,25 @@ def predict(cfg: DictConfig) -> PredictReport:
             "video-level class scores to name its detections; use python -m asl_tal.eval "
             "with dataset.ext_score_file instead"
         )
-    dataset = RawFeatureDataset(
-        inventory.sources,
-        input_dim=int(data.input_dim),
-        fps=fps,
-        stride=data.feat_stride,
-        window=data.feat_window,
-        duration=duration,
-        fixed_length=data.fixed_length,
-        resample_geometry=data.get("resample_geometry", "spec"),
-    )
-    detections: dict = {}
-    batches = ReadableBatches(
-        DataLoader(
-            dataset,
-            batch_size=1,
-            collate_fn=partial(collate_readable, pad_multiple=module.detector.required_multiple),
-        )
-    )
+    return module
+
+
+def predict(cfg: DictConfig) -> PredictReport:
+    """Run ``cfg.ckpt_path`` on ``cfg.input``; writes the detections of every readable video.
+
+    Raises a user error before any work for a missing or bad ``input``, a bad ``output``
+    or a config value out of range, and after the run when no video could be read (nothing
+    is written then).
+    """
+    inventory, output = check_inputs(cfg)
+    cfg = with_checkpoint_settings(cfg, checkpoint_hparams(cfg.ckpt_path), command_line_overrides())
+    module = load_predictor(cfg)
+    fps, duration = video_timing(cfg)
+    check_timing(cfg.dataset, fps, duration)
+    datamodule = build_datamodule(cfg, l3=module.detector.network.l3)
+    batches = datamodule.unlabelled_loader(inventory.sources, fps=fps, duration=duration)
     failed = guard_predict_step(module, {s.video_id: s.name for s in inventory.sources})
+    detections: dict = {}
     if inventory.sources:
         trainer = build_trainer(cfg, callbacks=False)
         predictions = trainer.predict(module, dataloaders=batches) or []
@@ -587,26 +365,34 @@ def predict(cfg: DictConfig) -> PredictReport:
     with writing(output):
         _write_atomically(
             output,
-            lambda p: write_results(p, detections, class_map, output_format, retrieval_top_k),
-        )
-    log.info("%d videos, detections written to %s (%s)", len(detections), output, output_format)
-    if cfg.plot:
-        plot_dir = Path(cfg.plot_dir) if cfg.plot_dir else run_dir() / "plots"
-        report.plots, plot_failures = write_plots(
-            plot_dir,
-            list(detections),
-            lambda video_id: plot_detections(
-                video_id,
-                batches.durations[video_id],
-                detections[video_id],
-                class_map.names,
-                cfg.plot_top_k,
+            lambda p: write_results(
+                p, detections, class_map, cfg.output_format, cfg.retrieval_top_k
             ),
         )
-        report.plot_failures = [Skipped(path, reason) for path, reason in plot_failures]
-        log.info("%d timeline plots written to %s", len(report.plots), plot_dir)
+    log.info("%d videos, detections written to %s (%s)", len(detections), output, cfg.output_format)
+    if cfg.plot:
+        report.plots, report.plot_failures = plot_videos(
+            cfg, detections, batches.durations, class_map
+        )
     report_summary(report)
     return report
+
+
+def plot_videos(
+    cfg: DictConfig, detections: dict, durations: dict[str, float], class_map: ClassMap
+) -> tuple[list[Path], list[Skipped]]:
+    """Each video's top ``cfg.plot_top_k`` detections as ``<plot_dir>/<video_id>.png``: the
+    plots written and those that could not be (:func:`~asl_tal.viz.write_plots`)."""
+    plot_dir = Path(cfg.plot_dir) if cfg.plot_dir else run_dir() / "plots"
+    written, failures = write_plots(
+        plot_dir,
+        list(detections),
+        lambda video_id: plot_detections(
+            video_id, durations[video_id], detections[video_id], class_map.names, cfg.plot_top_k
+        ),
+    )
+    log.info("%d timeline plots written to %s", len(written), plot_dir)
+    return written, [Skipped(path, reason) for path, reason in failures]
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")

@@ -18,7 +18,7 @@ import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from typing import Any, Literal, TypeVar, Union
 
 Settings = TypeVar("Settings")
@@ -149,20 +149,48 @@ def _network_rules(block: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def _ascl_rules(block: Mapping[str, Any]) -> list[str]:
+    if block["mode"] != "windows" or block["memory_size"] == 0:
+        return []
+    return [
+        f"model.ascl.mode=windows keeps no memory queue, but model.ascl.memory_size is "
+        f"{block['memory_size']} (topk mode's): set model.ascl.memory_size=0, and "
+        "model.ascl.tau=0.07 for the released prototype's temperature"
+    ]
+
+
 # cross-key rules of a block, run once every value has its type: block -> problems
-RULES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {"model.network": _network_rules}
+RULES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "model.network": _network_rules,
+    "model.ascl": _ascl_rules,
+}
 
 
 def settings_from(cls: type[Settings], block: Mapping[str, Any], where: str) -> Settings:
     """``cls(**block)`` for a dataclass ``cls``, the block checked first (module docstring).
 
-    A list given for a tuple-typed field becomes a tuple (YAML has no tuples).
+    A list given for a tuple-typed field becomes a tuple (YAML has no tuples); a field whose
+    type is a dataclass takes a block of its own, built the same way (``where.field``).
     """
     names = {f.name for f in fields(cls)}
     _check(set(block), names, names, where)
     hints = _hints(cls)
-    _check_values(block, hints, where)
-    return cls(**{k: _tuple_if_needed(v, hints.get(k)) for k, v in block.items()})
+    nested = {
+        k: settings_from(hints[k], v, f"{where}.{k}") for k, v in _blocks(block, hints, where)
+    }
+    _check_values({k: v for k, v in block.items() if k not in nested}, hints, where)
+    return cls(**{k: nested.get(k, _tuple_if_needed(v, hints.get(k))) for k, v in block.items()})
+
+
+def _blocks(
+    block: Mapping[str, Any], hints: Mapping[str, Any], where: str
+) -> list[tuple[str, Any]]:
+    """The entries of ``block`` whose annotation is a dataclass (a block of their own)."""
+    found = [(k, v) for k, v in block.items() if is_dataclass(hints.get(k))]
+    for k, v in found:
+        if not isinstance(v, Mapping):
+            raise ConfigValueError(f"{where}.{k}: expected a block of keys, got {v!r}")
+    return found
 
 
 def check_keywords(

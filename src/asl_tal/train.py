@@ -80,7 +80,7 @@ def train(cfg: DictConfig) -> float | None:
 
     Returns, when ``cfg.optimized_metric`` is set (hyper-parameter sweeps), the run's best
     value of it: the score of the best checkpoint when a checkpoint callback monitors it,
-    else the best validation epoch's by ``cfg.optimized_mode`` (``max`` unless set).
+    else the best validation epoch's by ``cfg.optimized_mode``.
     """
     check_run_config(cfg, training=True)
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
@@ -89,7 +89,7 @@ def train(cfg: DictConfig) -> float | None:
         raise UserInputError(
             f"test_weights={cfg.test_weights}: expected one of {', '.join(TEST_WEIGHTS)}"
         )
-    resume = cfg.get("ckpt_path") or None
+    resume = cfg.ckpt_path or None
     resume = None if resume is None else local_checkpoint_path(resume).resolve()
     directory = run_dir()
     check_writable(directory)
@@ -119,7 +119,7 @@ def fit_and_test(cfg: DictConfig, directory: Path, resume: Path | None) -> float
         datamodule.class_map.save(class_map_file)
 
     trainer = build_trainer(cfg)
-    metric = cfg.get("optimized_metric")
+    metric = cfg.optimized_metric
     history = ValidationHistory(metric) if metric else None
     if history is not None:
         trainer.callbacks.append(history)
@@ -137,7 +137,7 @@ def fit_and_test(cfg: DictConfig, directory: Path, resume: Path | None) -> float
         if history is not None:
             value = optimized_value(
                 metric,
-                cfg.get("optimized_mode", "max"),
+                cfg.optimized_mode,
                 trainer.checkpoint_callbacks,
                 history.values,
                 logged=trainer.callback_metrics,

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 from pathlib import Path
 
+import pytest
 import torch
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
@@ -66,3 +69,20 @@ def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
     assert module.hparams.model["network"]["d_emb"] == LEGACY["model"]["d_emb"]
     for name, value in module.state_dict().items():
         assert torch.equal(value, weights[name]), name
+
+
+@pytest.mark.parametrize(
+    "ascl, tau, memory_size",
+    [({"mode": "topk"}, 0.1, 512), ({"mode": "windows", "weight": 0.0}, 0.07, 0)],
+)
+def test_null_meant_the_code_values_of_then(ascl, tau, memory_size):
+    """Checkpoints written while the model config held null for "the mode's own" tau and
+    queue size and for the doubling regression ranges load with those values written out:
+    topk 0.1 and 512, windows 0.07 and none; debug=tiny has l3 = 3, so four levels."""
+    hparams = copy.deepcopy(dict(todays_module().hparams))
+    hparams["model"]["ascl"].update(ascl, tau=None, memory_size=None)
+    hparams["model"]["points"]["regression_ranges"] = None
+    model = upgrade_hparams(hparams)["model"]
+    assert (model["ascl"]["tau"], model["ascl"]["memory_size"]) == (tau, memory_size)
+    assert model["points"]["regression_ranges"] == [[0, 4], [4, 8], [8, 16], [16, math.inf]]
+    assert hparams["model"]["ascl"]["tau"] is None  # the checkpoint's own copy is left alone

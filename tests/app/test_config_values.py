@@ -17,7 +17,7 @@ import pytest
 from asl_tal.conf import compose
 from helpers.commands import Result, run_command
 from helpers.model_defaults import model_config
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from asl_tal.data.datamodules import TALDataModule
@@ -145,6 +145,15 @@ MODEL_CASES = [
         "model.points.regression_ranges: 2 range(s), but model.network.l3 (alias model.l3) "
         "= 5 makes 6 pyramid levels (one range each)",
     ),
+    # `model.ascl.mode=windows` alone would run the prototype with topk mode's queue
+    (
+        "ascl",
+        "mode",
+        "windows",
+        "model.ascl.mode=windows keeps no memory queue, but model.ascl.memory_size is 512 "
+        "(topk mode's): set model.ascl.memory_size=0, and model.ascl.tau=0.07 for the "
+        "released prototype's temperature",
+    ),
 ]
 
 
@@ -155,6 +164,11 @@ def test_check_model_config(block, key, value, message):
     with pytest.raises(ConfigValueError) as err:
         check_model_config(cfg)
     assert str(err.value) == message
+
+
+def test_the_windows_prototype_runs_with_its_own_values():
+    cfg = model_config("synthetic", ascl={"mode": "windows", "memory_size": 0, "tau": 0.07})
+    check_model_config(cfg)
 
 
 def dataset_node(name: str, *overrides: str) -> dict:
@@ -172,7 +186,9 @@ def test_every_shipped_config_passes(name):
     cfg = compose("train", [f"dataset={name}", *overrides])
     check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
     # the constructor checks every dataset.* value and reads nothing
-    assert isinstance(instantiate(dataset_node(name, *overrides), pad_multiple=8), TALDataModule)
+    node = dataset_node(name, *overrides)
+    module = get_class(node.pop("_target_")).from_config(node, 8)
+    assert isinstance(module, TALDataModule)
 
 
 @pytest.mark.parametrize(
@@ -194,7 +210,7 @@ def test_dataset_values(key, value, message):
     node = dataset_node("custom", *CUSTOM)
     node.pop("_target_")
     with pytest.raises(ConfigValueError) as err:
-        TALDataModule(8, **{**node, key: value})
+        TALDataModule.from_config({**node, key: value}, 8)
     assert str(err.value) == message
 
 

@@ -1,5 +1,7 @@
 """Every dataset and experiment config composes, and carries its row of the paper's tables."""
 
+import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,7 @@ from asl_tal.conf import compose
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from asl_tal import train
 from asl_tal.detector import ASLDetector
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -49,8 +52,7 @@ def test_dataset_config_composes(name):
     assert dataset["name"] == name
     assert model["network"]["input_dim"] == dataset["input_dim"]
     assert model["network"]["max_seq_len"] == dataset["max_seq_len"]
-    if model["points"]["regression_ranges"] is not None:
-        assert len(model["points"]["regression_ranges"]) == model["l3"] + 1
+    assert len(model["points"]["regression_ranges"]) == model["l3"] + 1
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -112,6 +114,27 @@ def test_table_c_rows(name, class_level, instance_level, ascl_weight):
         assert cfg.model.ascl.weight == pytest.approx(ascl_weight)
 
 
+def test_cfg_job_shows_every_value(monkeypatch, capsys):
+    """``python -m asl_tal.train --cfg job``: the values that run, none left to the code."""
+    monkeypatch.setattr(sys, "argv", ["asl_tal.train", "--cfg", "job"])
+    train.main()
+    shown = OmegaConf.create(capsys.readouterr().out)
+    assert (shown.model.ascl.memory_size, shown.model.ascl.tau) == (512, 0.1)
+    assert None not in OmegaConf.to_container(shown.model.ascl).values()
+    # ActionFormer's ranges, written as the rule over model.l3 that gives them
+    points = OmegaConf.to_container(shown.model.points)
+    assert points == {"regression_ranges": "${doubling_ranges:${..network.l3}}"}
+
+
+def test_the_doubling_ranges_follow_l3():
+    for l3, ranges in [
+        (3, [[0, 4], [4, 8], [8, 16], [16, math.inf]]),
+        (5, [[0, 4], [4, 8], [8, 16], [16, 32], [32, 64], [64, math.inf]]),
+    ]:
+        cfg = compose_train([f"model.l3={l3}"])
+        assert resolved(cfg, "model")["points"]["regression_ranges"] == ranges
+
+
 def test_command_line_beats_dataset_file():
     cfg = compose_train(["dataset=epic_verb", "model.l1=3", "optimizer.lr=0.5"])
     assert cfg.model.l1 == 3
@@ -145,7 +168,7 @@ def test_optuna_search_space_covers_l1_to_l4_and_lr():
     assert cfg.optimized_metric == "val/average_mAP"
 
 
-# per row: (model option's regression ranges?, postprocess sigma, max_seg_num, first tIoU)
+# per row: (overlapping regression ranges?, postprocess sigma, max_seg_num, first tIoU)
 POSTPROCESS_ROWS = {
     "thumos14": (False, 0.5, 200, 0.3),
     "anet_i3d": (False, 0.75, 100, 0.5),
@@ -161,7 +184,8 @@ POSTPROCESS_ROWS = {
 def test_dataset_row_selects_its_postprocess_and_evaluation(name):
     ranges, sigma, max_seg, first_tiou = POSTPROCESS_ROWS[name]
     cfg = compose_train([f"dataset={name}"])
-    assert (cfg.model.points.regression_ranges is not None) is ranges
+    # ActionFormer's doubling ranges [0, 4], [4, 8], ...; EPIC and Ego4D's overlap: [2, 8]
+    assert list(cfg.model.points.regression_ranges[1]) == ([2, 8] if ranges else [4, 8])
     assert cfg.postprocess.sigma == pytest.approx(sigma)
     assert cfg.postprocess.max_seg_num == max_seg
     assert cfg.evaluation.tiou_thresholds[0] == pytest.approx(first_tiou)

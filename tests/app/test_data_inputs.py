@@ -20,9 +20,9 @@ import pytest
 from helpers.commands import run_command
 from helpers.runs import error_line, read_json
 
-from asl_tal import predict
+from asl_tal.data import feature_folder
+from asl_tal.data.feature_folder import find_videos
 from asl_tal.data.features import FeatureError, FeatureReader, FeatureStream, hdf5_members
-from asl_tal.predict import find_videos
 
 DIM = 64  # the tiny config's feature width
 
@@ -207,7 +207,7 @@ def hdf5_opened(monkeypatch) -> list[Path]:
         assert path.is_file(), f"{path} opened as HDF5"
         return hdf5_members(path)
 
-    monkeypatch.setattr(predict, "hdf5_members", members)
+    monkeypatch.setattr(feature_folder, "hdf5_members", members)
     return opened
 
 

@@ -35,7 +35,7 @@ def feature_batch(videos: list[tuple[int, float, float, float]], seed: int):
         samples.append(
             VideoSample(feats, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), meta)
         )
-    return collate(samples, COARSEST_STRIDE, max_seq_len=None, train=False)
+    return collate(samples, COARSEST_STRIDE, None, train=False, train_padding="longest")
 
 
 # tracing the program costs ~45 s: these run in .ci/run's slow step, not in `make test`

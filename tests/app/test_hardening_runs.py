@@ -27,6 +27,7 @@ import pytest
 import torch
 from asl_tal.conf import compose
 from helpers.commands import process_env, run_command
+from helpers.model_defaults import visualization_callback
 from helpers.runs import error_line, tiny
 from matplotlib.figure import Figure
 
@@ -39,7 +40,6 @@ from asl_tal.app import (
     check_writable,
     one_line_message,
 )
-from asl_tal.callbacks import VisualizationCallback
 from asl_tal.checkpoints import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -420,7 +420,7 @@ def test_wandb_media_errors_are_counted_not_raised(tmp_path):
         def log_metrics(self, metrics, step=None):
             logged.append(dict(metrics))
 
-    callback = VisualizationCallback(every_n_epochs=1)
+    callback = visualization_callback(every_n_epochs=1)
     trainer = SimpleNamespace(
         loggers=[BrokenWandb()], global_step=7, current_epoch=0, default_root_dir=tmp_path
     )

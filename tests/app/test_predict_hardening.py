@@ -5,6 +5,7 @@ overwritten."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -13,8 +14,10 @@ import pytest
 from helpers.commands import run_command
 from helpers.runs import read_json
 
-from asl_tal.data.features import FeatureError
-from asl_tal.predict import Skipped, find_videos, guard_predict_step, is_predict_results
+from asl_tal.data.feature_folder import Skipped
+from asl_tal.lit_module import ASLLitModule
+from asl_tal.predict import guard_predict_step, is_predict_results
+from asl_tal.predict import main as predict_main
 
 DIM = 64  # the tiny config's feature width
 
@@ -143,28 +146,56 @@ def test_output_overwrites_an_earlier_predict_result(trained_run, tmp_path):
     assert set(read_json(out)["results"]) == {"new_clip"}
 
 
+def predict_batches(monkeypatch, trained_run: Path, tmp_path: Path, folder: Path, size: int):
+    """The results of predict run in process on ``folder`` with ``dataset.eval_batch_size``
+    ``size``, and the number of videos of each batch it ran."""
+    sizes: list[int] = []
+    predict_step = ASLLitModule.predict_step
+
+    def recording(self, batch, batch_idx):
+        sizes.append(len(batch))
+        return predict_step(self, batch, batch_idx)
+
+    out = tmp_path / f"batch_{size}.json"
+    argv = [
+        "asl-predict",
+        "debug=tiny",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / f'run_{size}'}",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        f"input={folder}",
+        f"output={out}",
+        f"dataset.eval_batch_size={size}",
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr(ASLLitModule, "predict_step", recording)
+        patch.setattr(sys, "argv", argv)
+        predict_main()  # returns: every video is read (a skipped one would exit 2)
+    return read_json(out)["results"], sizes
+
+
+def test_batched_videos_get_the_detections_they_get_one_at_a_time(
+    monkeypatch, trained_run, tmp_path
+):
+    folder = tmp_path / "feats"
+    folder.mkdir()
+    lengths = {"clip_a": 40, "clip_b": 150, "clip_c": 61, "clip_d": 90}
+    for i, (name, length) in enumerate(lengths.items()):
+        save_npy(folder / f"{name}.npy", feats(length, i))
+    alone, alone_sizes = predict_batches(monkeypatch, trained_run, tmp_path, folder, 1)
+    batched, batched_sizes = predict_batches(monkeypatch, trained_run, tmp_path, folder, 3)
+    assert (alone_sizes, batched_sizes) == ([1, 1, 1, 1], [3, 1])
+    assert set(alone) == set(batched) == set(lengths)
+    assert sum(len(rows) for rows in alone.values()) > 0
+    for video_id, rows in alone.items():
+        assert len(batched[video_id]) == len(rows), video_id
+        for one, other in zip(rows, batched[video_id], strict=True):
+            assert one["label"] == other["label"]
+            assert other["score"] == pytest.approx(one["score"], abs=1e-5)
+            assert other["segment"] == pytest.approx(one["segment"], abs=1e-4)
+
+
 # --- the pieces, without a model ---
-
-
-def test_find_videos_lists_hdf5_datasets_and_reports_bad_hdf5_files(tmp_path):
-    with h5py.File(tmp_path / "a.HDF5", "w") as h5:
-        h5["x"] = feats(5)
-        h5.create_group("meta")
-    (tmp_path / "b.h5").write_bytes(b"not hdf5")
-    save_npy(tmp_path / "x.Npz.npy", feats(5))  # suffix .npy, video id "x.Npz"
-    inv = find_videos(tmp_path)
-    assert [(s.video_id, s.key) for s in inv.sources] == [("x", "x"), ("x.Npz", None)]
-    assert [s.what for s in inv.skipped] == [str(tmp_path / "b.h5")]
-    assert "cannot read HDF5" in inv.skipped[0].reason
-    assert [s.what for s in inv.ignored] == [f"{tmp_path / 'a.HDF5'}:meta"]
-
-
-def test_find_videos_refuses_an_unsupported_single_file_and_an_empty_folder(tmp_path):
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(FeatureError, match="unsupported feature file suffix"):
-        find_videos(tmp_path / "notes.txt")
-    with pytest.raises(FeatureError, match="no feature files"):
-        find_videos(tmp_path)
 
 
 def test_is_predict_results_recognises_only_the_layout_predict_writes(tmp_path):

@@ -111,7 +111,7 @@ def test_null_file_prefix_means_no_prefix(tmp_path, write_json, entry):
         test_subset=["test"],
         preflight=False,
     )
-    dm = TALDataModule(1, **node)
+    dm = TALDataModule.from_config(node, 1)
     assert node["file_prefix"] is None
     assert dm.streams[0].path_of("video_a", "test") == tmp_path / "feats" / "video_a.npy"
     assert dm.dataset("test")[0].feats.shape == (3, 4)
@@ -283,7 +283,7 @@ def test_missing_folder_message_names_the_override(tmp_path):
     node.pop("_target_")
     (tmp_path / "epic_kitchens" / "annotations").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError) as err:
-        _ = TALDataModule(8, **node).class_map
+        _ = TALDataModule.from_config(node, 8).class_map
     message = str(err.value)
     # ActionFormer's EPIC folder name is the default; the message names the key to set
     assert f"feature folder {tmp_path / 'epic_kitchens' / 'features'} (dataset.feat_dir)" in message

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from asl_tal.data.annotations import AnnotationError
 from asl_tal.data.batch import Batch
 from asl_tal.data.datamodules import DatasetNotFoundError, SyntheticDataModule, TALDataModule
+from asl_tal.settings import ConfigValueError
 
 
 def dataset_config(name: str, **overrides) -> dict:
@@ -54,7 +55,7 @@ def make(root, **overrides):
         num_workers=0,
     )
     kwargs.update(overrides)
-    return TALDataModule(pad_multiple=8, **dataset_config("custom", **kwargs))
+    return TALDataModule.from_config(dataset_config("custom", **kwargs), 8)
 
 
 def test_end_to_end_loaders_and_class_counts(tiny):
@@ -98,7 +99,7 @@ def test_num_classes_mismatch(tiny):
 
 
 def test_missing_dataset_is_one_readable_error(tmp_path):
-    dm = TALDataModule(8, **dataset_config("thumos14", root=str(tmp_path / "nowhere")))
+    dm = TALDataModule.from_config(dataset_config("thumos14", root=str(tmp_path / "nowhere")), 8)
     with pytest.raises(DatasetNotFoundError) as err:
         _ = dm.class_map
     message = str(err.value)
@@ -108,7 +109,9 @@ def test_missing_dataset_is_one_readable_error(tmp_path):
     assert str(tmp_path / "nowhere" / "i3d_features") in message
     assert "ActionFormer" in message
     with pytest.raises(DatasetNotFoundError, match=r"asl-convert multithumos"):
-        _ = TALDataModule(8, **dataset_config("multithumos", root=str(tmp_path))).class_map
+        _ = TALDataModule.from_config(
+            dataset_config("multithumos", root=str(tmp_path)), 8
+        ).class_map
 
 
 def test_missing_feature_folder_only(tiny):
@@ -171,7 +174,7 @@ def test_video_scores_follow_class_map_order(tiny):
 
 def test_activitynet_defaults_need_one_class_when_agnostic(tmp_path):
     config = dataset_config("anet_i3d", root=str(tmp_path), ext_score_file="s.json")
-    dm = TALDataModule(8, **config)
+    dm = TALDataModule.from_config(config, 8)
     assert dm.class_agnostic
     assert dm.sample_config.fixed_length == 192 and dm.sample_config.crops
 
@@ -181,24 +184,37 @@ def test_synthetic_calls_generator(tmp_path, monkeypatch, tiny_dataset, entry):
 
     calls = []
 
-    def fake(root, seed=0, **kwargs):
-        calls.append((root, seed, kwargs))
+    def fake(root, cfg, force):
+        calls.append((root, cfg.seed, cfg.num_videos, force))
         tiny_dataset({"s": entry("training", 5.0, [("a", 1, 2)], fps=1.0)}, {"s": 5}, dim=64)
         return root
 
     monkeypatch.setattr(synthetic, "ensure_synthetic", fake)
     config = dataset_config("synthetic", root=str(tmp_path / "dataset"), num_classes=1)
-    dm = SyntheticDataModule(8, **{**config, "generator": {"videos": 3}})
+    generator = {**config["generator"], "num_videos": 3}
+    dm = SyntheticDataModule.from_config({**config, "generator": generator}, 8)
     dm.prepare_data()
     assert dm.class_map.names == ("a",)
-    assert calls[0] == (tmp_path / "dataset", 0, {"videos": 3})
+    assert calls[0] == (tmp_path / "dataset", 0, 3, False)
     assert dm.dataset("train")[0].feats.shape == (64, 5)
 
 
+def test_synthetic_generator_keys_are_checked(tmp_path):
+    config = dataset_config("synthetic", root=str(tmp_path / "dataset"))
+    generator = {**config["generator"], "videos": 3}
+    with pytest.raises(
+        ConfigValueError, match=r"^dataset\.generator: unknown dataset\.generator\.videos"
+    ):
+        SyntheticDataModule.from_config({**config, "generator": generator}, 8)
+    assert not (tmp_path / "dataset").exists()
+
+
 def test_synthetic_end_to_end_with_the_real_generator(tmp_path):
-    generator = {"num_videos": 12, "min_length": 40, "max_length": 80, "max_action": 30}
     config = dataset_config("synthetic", root=str(tmp_path / "syn"))
-    dm = SyntheticDataModule(32, **{**config, "generator": generator})
+    small = {"num_videos": 12, "min_length": 40, "max_length": 80, "max_action": 30}
+    dm = SyntheticDataModule.from_config(
+        {**config, "generator": {**config["generator"], **small}}, 32
+    )
     dm.prepare_data()
     assert dm.class_map.num_classes == 8
     assert dm.train_class_counts.shape == (8,) and dm.train_class_counts.sum() > 0

@@ -119,7 +119,11 @@ def test_padded_length():
 
 def test_collate_pads_time_and_gt():
     batch = collate(
-        [_sample("x", 5, 2), _sample("y", 9, 0)], pad_multiple=4, max_seq_len=None, train=False
+        [_sample("x", 5, 2), _sample("y", 9, 0)],
+        pad_multiple=4,
+        max_seq_len=None,
+        train=False,
+        train_padding="longest",
     )
     assert batch.feats.shape == (2, 2, 12)  # longest 9 rounded up to a multiple of 4
     assert batch.mask.sum(1).tolist() == [5, 9]
@@ -130,9 +134,13 @@ def test_collate_pads_time_and_gt():
     assert batch.video_ids == ["x", "y"]
 
 
-def test_collate_training_pads_to_the_longest_crop_by_default():
+def test_collate_training_pads_to_the_longest_crop():
     batch = collate(
-        [_sample("x", 5, 0), _sample("y", 11, 0)], pad_multiple=8, max_seq_len=40, train=True
+        [_sample("x", 5, 0), _sample("y", 11, 0)],
+        pad_multiple=8,
+        max_seq_len=40,
+        train=True,
+        train_padding="longest",
     )
     assert batch.feats.shape == (2, 2, 16)  # longest 11 rounded up to 16, not 40
     assert batch.mask.sum(1).tolist() == [5, 11]
@@ -149,13 +157,13 @@ def test_collate_training_pads_to_max_seq_len_on_request_and_rejects_longer():
     assert batch.feats.shape == (1, 2, 24)
     assert batch.labels.shape == (1, 1) and batch.labels.tolist() == [[-1]]
     with pytest.raises(ValueError, match="video 'long': 30 feature steps exceed max_seq_len 20"):
-        collate([_sample("x", 5, 1), _sample("long", 30, 1)], 8, 20, train=True)
+        collate([_sample("x", 5, 1), _sample("long", 30, 1)], 8, 20, True, "longest")
     with pytest.raises(ValueError, match="train_padding must be 'longest' or 'max_seq_len'"):
         collate([_sample("x", 5, 1)], 8, 20, train=True, train_padding="max")
-    evaluated = collate([_sample("long", 30, 1)], pad_multiple=8, max_seq_len=20, train=False)
+    evaluated = collate([_sample("long", 30, 1)], 8, 20, train=False, train_padding="max_seq_len")
     assert evaluated.feats.shape[-1] == 32
 
 
 def test_collate_evaluation_pads_only_to_the_multiple():
-    short = collate([_sample("x", 5, 0)], pad_multiple=8, max_seq_len=20, train=False)
+    short = collate([_sample("x", 5, 0)], 8, 20, train=False, train_padding="max_seq_len")
     assert short.feats.shape[-1] == 8  # not max_seq_len 20 rounded up to 24

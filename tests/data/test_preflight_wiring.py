@@ -51,7 +51,7 @@ def make(root, **overrides) -> TALDataModule:
         max_seq_len=32,
         num_workers=0,
     )
-    return TALDataModule(pad_multiple=8, **{**node, **overrides})
+    return TALDataModule.from_config({**node, **overrides}, 8)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,14 @@ import pytest
 
 from asl_tal.data import synthetic
 from asl_tal.data.annotations import load_annotations
-from asl_tal.data.synthetic import SyntheticConfig, ensure_synthetic, generate
+from asl_tal.data.synthetic import SyntheticConfig, ensure_synthetic, generate, shipped_config
 
 SMALL = {"num_videos": 12, "dim": 16, "min_length": 40, "max_length": 80, "max_action": 30}
+
+
+def small(seed: int) -> SyntheticConfig:
+    """The shipped generator settings, small: ``SMALL`` and ``seed`` changed."""
+    return replace(shipped_config(), seed=seed, **SMALL)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -24,7 +30,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def default_root(tmp_path_factory) -> Path:
-    return ensure_synthetic(tmp_path_factory.mktemp("synthetic_default"), seed=0)
+    return ensure_synthetic(tmp_path_factory.mktemp("synthetic_default"), shipped_config(), False)
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +39,9 @@ def default_db(default_root) -> dict:
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    cfg = SyntheticConfig(**SMALL)
-    generate(tmp_path / "a", seed=3, cfg=cfg)
-    generate(tmp_path / "b", seed=3, cfg=cfg)
-    generate(tmp_path / "c", seed=4, cfg=cfg)
+    generate(tmp_path / "a", small(3))
+    generate(tmp_path / "b", small(3))
+    generate(tmp_path / "c", small(4))
     a, b, c = (_files(tmp_path / k) for k in "abc")
     assert len(a) == 1 + SMALL["num_videos"]
     assert a == b
@@ -44,8 +49,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_loads_with_load_annotations_and_matches_features(tmp_path):
-    cfg = SyntheticConfig(**SMALL)
-    path = generate(tmp_path, seed=0, cfg=cfg)
+    cfg = small(0)
+    path = generate(tmp_path, cfg)
     videos, class_map = load_annotations(path)
     assert class_map.names == tuple(f"action_{k:02d}" for k in range(cfg.num_classes))
     subsets = [v.subset for v in videos.values()]
@@ -151,25 +156,27 @@ def test_ensure_does_not_regenerate_when_present(tmp_path, monkeypatch):
     monkeypatch.setattr(
         synthetic, "generate", lambda *a, **k: calls.append(1) or real_generate(*a, **k)
     )
-    root = ensure_synthetic(tmp_path / "ds", seed=1, **SMALL)
+    root = ensure_synthetic(tmp_path / "ds", small(1), False)
     assert root == tmp_path / "ds" and len(calls) == 1
     before = _files(root)
     mtime = (root / "annotations.json").stat().st_mtime_ns
-    ensure_synthetic(root, seed=1, **SMALL)
+    ensure_synthetic(root, small(1), False)
     assert len(calls) == 1
     assert (root / "annotations.json").stat().st_mtime_ns == mtime
-    ensure_synthetic(root, seed=2, **SMALL)
+    ensure_synthetic(root, small(2), False)
     assert len(calls) == 2
     assert json.loads((root / "annotations.json").read_text())["generator"]["seed"] == 2
     assert _files(root) != before
-    ensure_synthetic(root, seed=1, **SMALL)
+    ensure_synthetic(root, small(1), False)
     assert _files(root) == before
     assert [p.name for p in root.iterdir() if p.name.startswith(".tmp")] == []
 
 
-def test_ensure_rejects_unknown_parameter(tmp_path):
-    with pytest.raises(TypeError, match="num_vidoes"):
-        ensure_synthetic(tmp_path, seed=0, num_vidoes=10)
+def test_the_shipped_parameters_are_the_documented_benchmark():
+    """docs/data.md §6: 360 videos of 100-500 steps, 8 classes, 64-d features, seed 0."""
+    cfg = shipped_config()
+    assert (cfg.seed, cfg.num_videos, cfg.num_classes, cfg.dim) == (0, 360, 8, 64)
+    assert (cfg.min_length, cfg.max_length) == (100, 500)
 
 
 def test_concurrent_threads_generate_once(tmp_path, monkeypatch):
@@ -180,27 +187,27 @@ def test_concurrent_threads_generate_once(tmp_path, monkeypatch):
     )
     root = tmp_path / "ds"
     threads = [
-        threading.Thread(target=ensure_synthetic, args=(root, 5), kwargs=SMALL) for _ in range(4)
+        threading.Thread(target=ensure_synthetic, args=(root, small(5), False)) for _ in range(4)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(calls) == 1
-    generate(tmp_path / "reference", seed=5, cfg=SyntheticConfig(**SMALL))
+    generate(tmp_path / "reference", small(5))
     assert _files(root) == _files(tmp_path / "reference")
 
 
 def test_concurrent_processes_produce_one_consistent_dataset(tmp_path):
     root = tmp_path / "ds"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=ensure_synthetic, args=(root, 7), kwargs=SMALL) for _ in range(2)]
+    procs = [ctx.Process(target=ensure_synthetic, args=(root, small(7), False)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0]
-    generate(tmp_path / "reference", seed=7, cfg=SyntheticConfig(**SMALL))
+    generate(tmp_path / "reference", small(7))
     assert _files(root) == _files(tmp_path / "reference")
     assert sorted(p.name for p in root.iterdir()) == [
         ".synthetic.lock",

@@ -8,7 +8,7 @@ from helpers.model_defaults import network_kwargs, postprocess_config
 
 from asl_tal.data.batch import VideoMeta
 from asl_tal.models.network import ASLNetwork
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.postprocess.decode import postprocess
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.mark.parametrize("method", ["soft_gaussian", "soft_linear", "hard"])
 def test_postprocess_same_on_cpu_and_gpu(method):
     generator = torch.Generator().manual_seed(0)
-    points = PointGenerator(4)(64)
+    points = PointGenerator(4, doubling_ranges(4))(64)
     batch, num_points, num_classes = 3, points.shape[0], 5
     logits = torch.randn(batch, num_points, num_classes, generator=generator) * 2
     offsets = torch.rand(batch, num_points, 2, generator=generator) * 6

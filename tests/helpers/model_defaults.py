@@ -11,8 +11,9 @@ import functools
 from typing import Any
 
 from asl_tal.conf import compose
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from asl_tal.callbacks import VisualizationCallback
 from asl_tal.data.dataset import SampleConfig
 from asl_tal.objective.ascl import ASCLoss
 from asl_tal.objective.objective import ASLObjective
@@ -20,23 +21,25 @@ from asl_tal.postprocess.config import PostprocessConfig
 
 
 @functools.cache
-def _model_block(option: str) -> dict:
-    cfg = compose("train", [f"model={option}"])
-    return OmegaConf.to_container(cfg.model, resolve=True)
+def _composed(option: str) -> DictConfig:
+    return compose("train", [f"model={option}"])
 
 
 def model_config(option: str = "asl", **blocks: dict[str, Any]) -> dict:
     """The resolved ``model`` block of ``model=<option>``, with ``blocks`` merged into it.
 
-    ``model_config(network={"d_emb": 32}, ascl={"weight": 0})`` changes those keys only.
+    ``model_config(network={"d_emb": 32}, ascl={"weight": 0})`` changes those keys only;
+    the values that interpolate a changed one follow it (the regression ranges follow
+    ``network.l3``).
     """
-    cfg = copy.deepcopy(_model_block(option))
+    cfg = copy.deepcopy(_composed(option))
+    OmegaConf.set_struct(cfg, False)
     for name, values in blocks.items():
-        if isinstance(cfg.get(name), dict):
-            cfg[name].update(values)
+        if isinstance(values, dict) and OmegaConf.is_dict(cfg.model.get(name)):
+            cfg.model[name] = OmegaConf.merge(cfg.model[name], values)
         else:
-            cfg[name] = values
-    return cfg
+            cfg.model[name] = values
+    return OmegaConf.to_container(cfg.model, resolve=True)
 
 
 def network_kwargs(**overrides: Any) -> dict:
@@ -60,6 +63,14 @@ def postprocess_config(**overrides: Any) -> PostprocessConfig:
     """The default ``postprocess`` settings (``conf/postprocess/default.yaml``), changed."""
     values = OmegaConf.to_container(compose("train").postprocess, resolve=True)
     return PostprocessConfig(**{**values, **overrides})
+
+
+def visualization_callback(**overrides: Any) -> VisualizationCallback:
+    """A :class:`VisualizationCallback` with the ``callbacks.visualization`` block's values
+    (``conf/callbacks/default.yaml``), ``overrides`` applied."""
+    block = OmegaConf.to_container(compose("train").callbacks.visualization, resolve=True)
+    block.pop("_target_")
+    return VisualizationCallback(**{**block, **overrides})
 
 
 def make_ascl(d: int, **overrides: Any) -> ASCLoss:

@@ -11,6 +11,9 @@ from helpers.model_defaults import make_ascl
 
 from asl_tal.objective.ascl import ASCLoss, info_nce
 
+# the released code's windows prototype (docs/method.md §6): temperature 0.07, no queue
+WINDOWS = {"mode": "windows", "tau": 0.07, "memory_size": 0}
+
 
 def identity_head(loss: ASCLoss) -> None:
     with torch.no_grad():
@@ -31,7 +34,7 @@ def test_no_positive_pair_is_exactly_zero_with_gradient_path():
     value.backward()
     assert feats.grad is not None
     assert all(p.grad is not None for p in loss.parameters())
-    windows = make_ascl(4, mode="windows")
+    windows = make_ascl(4, **WINDOWS)
     assert windows.proj is None and not list(windows.parameters())
     value = windows(feats, torch.ones(2, 16, dtype=torch.bool), segments, seg_mask, labels)
     assert value.item() == 0.0 and not torch.isnan(value)
@@ -59,7 +62,7 @@ def windows_case(boundary_direction: int) -> torch.Tensor:
 
 
 def test_windows_mode_hand_case_and_pulling_positives_together():
-    loss = make_ascl(3, mode="windows")
+    loss = make_ascl(3, **WINDOWS)
     args = (
         torch.ones(1, 20, dtype=torch.bool),
         torch.tensor([[[5.0, 14.0]]]),
@@ -149,7 +152,7 @@ def test_topk_gradient_reaches_features():
     assert loss.proj[0].weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("mode", ["topk", "windows"])
+@pytest.mark.parametrize("mode", [{"mode": "topk"}, WINDOWS])
 def test_bf16_autocast_leaves_the_loss_in_float32(mode):
     """Under CPU bf16 autocast the loss equals the float32 one: a bf16 similarity would be
     off by up to 2⁻⁸ before the division by tau (errors of ~0.04 in the logits)."""
@@ -159,7 +162,7 @@ def test_bf16_autocast_leaves_the_loss_in_float32(mode):
     seg_mask = torch.ones(2, 2, dtype=torch.bool)
     labels = torch.tensor([[0, 1], [0, 1]])
     h_cls, h_loc = torch.rand(2, 2, 40), torch.rand(2, 2, 40)
-    loss = make_ascl(16, mode=mode, k=3, proj_dim=8).eval()  # eval: the queue stays empty
+    loss = make_ascl(16, **mode, k=3, proj_dim=8).eval()  # eval: the queue stays empty
     valid = torch.ones(2, 40, dtype=torch.bool)
     values = []
     for enabled in (False, True):
@@ -180,10 +183,7 @@ def test_memory_queue_is_first_in_first_out():
     assert torch.equal(loss.memory_z, features[[3, 1, 2]])
     assert loss.memory_next.item() == 1
     with pytest.raises(ValueError, match="memory_size"):
-        make_ascl(4, mode="windows", memory_size=3)
-    # null takes the mode's own size: a queue in topk mode, none in the windows prototype
-    assert make_ascl(4, memory_size=None).memory_size == 512
-    assert make_ascl(4, mode="windows", memory_size=None).memory_size == 0
+        make_ascl(4, **{**WINDOWS, "memory_size": 3})
 
 
 def test_memory_gives_a_lone_anchor_positives_from_past_batches():

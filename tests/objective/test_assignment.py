@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.assignment import assign_targets
 
 
-def reference_assign(points, segments, seg_mask, labels, num_classes, radius=1.5):
+def reference_assign(points, segments, seg_mask, labels, num_classes, radius):
     """Loops over videos, points and GTs, straight from the definition."""
     batch, num_gt = seg_mask.shape
     num_points = points.shape[0]
@@ -70,10 +70,10 @@ def random_gt(generator, batch, num_gt, seq_len, num_classes):
 def test_matches_slow_reference(seed):
     generator = torch.Generator().manual_seed(seed)
     seq_len, num_classes = 128, 4
-    points = PointGenerator(6)(seq_len)
+    points = PointGenerator(6, doubling_ranges(6))(seq_len)
     segments, seg_mask, labels = random_gt(generator, 3, 12, seq_len, num_classes)
-    got = assign_targets(points, segments, seg_mask, labels, num_classes)
-    cls, reg, pos, index = reference_assign(points, segments, seg_mask, labels, num_classes)
+    got = assign_targets(points, segments, seg_mask, labels, num_classes, 1.5)
+    cls, reg, pos, index = reference_assign(points, segments, seg_mask, labels, num_classes, 1.5)
     assert pos.sum() > 50
     assert (cls.sum(-1) > 1).any(), "the random batch should contain multi-hot targets"
     assert torch.equal(got.pos_mask, pos)
@@ -86,7 +86,7 @@ def test_hand_case():
     # one GT [2, 6] on level 0 (stride 1, range (0, 4]) and level 1 (stride 2, (4, 8])
     points = PointGenerator(2, [(0.0, 4.0), (4.0, 8.0)])(8)
     segments = torch.tensor([[[2.0, 6.0]]])
-    got = assign_targets(points, segments, torch.tensor([[True]]), torch.tensor([[1]]), 3)
+    got = assign_targets(points, segments, torch.tensor([[True]]), torch.tensor([[1]]), 3, 1.5)
     # centre 4, radius 1.5: level 0 needs 2.5 < t < 5.5 -> t = 3, 4, 5 (reach 3, 2, 3)
     # level 1 (points 0, 2, 4, 6): 2 < t < 6 -> t = 4, reach 2 not in [4, 8] -> none
     assert got.pos_mask[0].nonzero().squeeze(1).tolist() == [3, 4, 5]
@@ -99,7 +99,7 @@ def test_shortest_wins_and_ties_share_class():
     points = PointGenerator(1, [(0.0, math.inf)])(16)
     segments = torch.tensor([[[0.0, 10.0], [3.0, 7.0], [3.0, 7.0005], [2.0, 12.0]]])
     labels = torch.tensor([[0, 1, 2, 3]])
-    got = assign_targets(points, segments, torch.ones(1, 4, dtype=torch.bool), labels, 4)
+    got = assign_targets(points, segments, torch.ones(1, 4, dtype=torch.bool), labels, 4, 1.5)
     # t = 5: candidates all four; shortest is GT 1 (length 4), GT 2 ties within 1e-3
     assert int(got.gt_index[0, 5]) == 1
     assert got.cls_targets[0, 5].tolist() == [0.0, 1.0, 1.0, 0.0]
@@ -110,5 +110,10 @@ def test_bad_label_is_reported():
     points = PointGenerator(1, [(0.0, math.inf)])(8)
     with pytest.raises(ValueError, match="label"):
         assign_targets(
-            points, torch.tensor([[[1.0, 3.0]]]), torch.tensor([[True]]), torch.tensor([[5]]), 3
+            points,
+            torch.tensor([[[1.0, 3.0]]]),
+            torch.tensor([[True]]),
+            torch.tensor([[5]]),
+            3,
+            1.5,
         )

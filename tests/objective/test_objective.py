@@ -10,7 +10,7 @@ from helpers.model_defaults import make_objective
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.assignment import assign_targets
 
 C, D, T = 3, 8, 64
@@ -18,7 +18,7 @@ C, D, T = 3, 8, 64
 
 def make_inputs(seed=0, num_gt=4):
     generator = torch.Generator().manual_seed(seed)
-    pg = PointGenerator(4)
+    pg = PointGenerator(4, doubling_ranges(4))
     points = pg(T)
     sizes = pg.level_sizes(T)
 
@@ -102,7 +102,9 @@ def test_table_c_weights_and_loss_values(class_level, instance_level, includes_c
         ascl={"weight": 0.0},
         loss={"init_loss_norm": 50.0},
     ).eval()
-    targets = assign_targets(points, batch.segments, batch.seg_mask, batch.labels, C)
+    targets = assign_targets(
+        points, batch.segments, batch.seg_mask, batch.labels, C, objective.center_radius
+    )
     valid = out.flat_mask()
     pos = targets.pos_mask & valid
     sens = objective.point_sensitivity(out, points, batch, targets, pos)
@@ -288,7 +290,9 @@ def test_weight_normalisation_keeps_the_positives_total(mode):
         C, D, sensitivity={**settings, "weight_normalize": mode}, ascl={"weight": 0.0}
     ).eval()
     scaled.load_state_dict(plain.state_dict())
-    targets = assign_targets(points, batch.segments, batch.seg_mask, batch.labels, C)
+    targets = assign_targets(
+        points, batch.segments, batch.seg_mask, batch.labels, C, plain.center_radius
+    )
     pos = targets.pos_mask & out.flat_mask()
     before = plain.point_sensitivity(out, points, batch, targets, pos)
     after = scaled.point_sensitivity(out, points, batch, targets, pos)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.assignment import assign_targets
 from asl_tal.objective.sensitivity import ClassSensitivity, InstanceEvaluator, InstanceSensitivity
 
@@ -113,7 +113,7 @@ def reference_phi(evaluator, feats, mask):
 
 def make_case(seed, seq_len=64, d=8):
     generator = torch.Generator().manual_seed(seed)
-    pg = PointGenerator(4)
+    pg = PointGenerator(4, doubling_ranges(4))
     points = pg(seq_len)
     sizes = pg.level_sizes(seq_len)
     batch, num_gt = 2, 6
@@ -137,7 +137,7 @@ def test_q_at_positives_matches_per_gt_reference(mode, tile_len):
     torch.manual_seed(0)
     points, sizes, segments, seg_mask, labels, feats, masks = make_case(1)
     inst = InstanceSensitivity(8, 2, evaluator_mask=mode, tile_len=tile_len)
-    targets = assign_targets(points, segments, seg_mask, labels, 3)
+    targets = assign_targets(points, segments, seg_mask, labels, 3, 1.5)
     valid = torch.cat(masks, 1)
     pos = targets.pos_mask & valid
     q_cls, q_loc = inst.at_positives(feats, masks, points, segments, targets.gt_index, pos)
@@ -184,7 +184,7 @@ def test_evaluator_gradients_reach_phi_and_features():
     points, _, segments, seg_mask, labels, feats, masks = make_case(3)
     feats = [f.requires_grad_() for f in feats]
     inst = InstanceSensitivity(8, 2, "inside_gt", 5)
-    targets = assign_targets(points, segments, seg_mask, labels, 3)
+    targets = assign_targets(points, segments, seg_mask, labels, 3, 1.5)
     q_cls, q_loc = inst.at_positives(
         feats, masks, points, segments, targets.gt_index, targets.pos_mask
     )

@@ -34,7 +34,9 @@ class VideoAnnotation:
     Attributes:
         video_id: key in ``database``.
         subset: subset name, lower-cased.
-        duration: seconds.
+        duration: seconds; None for a video without annotation file (features given
+            alone), whose duration follows from its features
+            (:func:`~asl_tal.data.dataset.video_meta`).
         fps: frames per second, or None when the file does not give it.
         segments: ``(N, 2)`` float64 ``[start, end]`` in seconds.
         labels: ``(N,)`` int64 class ids (from the :class:`ClassMap`).
@@ -43,7 +45,7 @@ class VideoAnnotation:
 
     video_id: str
     subset: str
-    duration: float
+    duration: float | None
     fps: float | None
     segments: np.ndarray
     labels: np.ndarray

@@ -1,14 +1,17 @@
-"""Padding a list of :class:`VideoSample` into one :class:`Batch`."""
+"""Padding a list of :class:`VideoSample` into one :class:`Batch`, and setting aside the
+videos a dataset could not read (:func:`collate_readable`, :class:`ReadableBatches`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 import torch
+from torch.utils.data import DataLoader
 
 from asl_tal.data.batch import Batch
 from asl_tal.data.dataset import VideoSample
+from asl_tal.data.feature_folder import Skipped
 
 
 def padded_length(longest: int, pad_multiple: int, max_seq_len: int | None) -> int:
@@ -22,7 +25,7 @@ def collate(
     pad_multiple: int,
     max_seq_len: int | None,
     train: bool,
-    train_padding: Literal["longest", "max_seq_len"] = "longest",
+    train_padding: Literal["longest", "max_seq_len"],
 ) -> Batch:
     """Pad ``T`` and the GT rows of ``samples`` into a :class:`Batch`.
 
@@ -66,3 +69,35 @@ def collate(
         seg_mask[i, :n] = True
         labels[i, :n] = sample.labels
     return Batch(feats, mask, segments, seg_mask, labels, [s.meta for s in samples])
+
+
+def collate_readable(
+    samples: Sequence[VideoSample | Skipped], collate_fn: Callable[[list[VideoSample]], Batch]
+) -> tuple[Batch | None, list[Skipped]]:
+    """``collate_fn`` of the readable samples (None if there is none) and the skipped ones."""
+    skipped = [s for s in samples if isinstance(s, Skipped)]
+    good = [s for s in samples if not isinstance(s, Skipped)]
+    return (collate_fn(good) if good else None), skipped
+
+
+class ReadableBatches:
+    """The batches of a loader of :func:`collate_readable` pairs that hold a video.
+
+    Iterating records the skipped videos in :attr:`skipped` and the duration (seconds) of
+    each yielded video in :attr:`durations`.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.skipped: list[Skipped] = []
+        self.durations: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch, skipped in self.loader:
+            self.skipped.extend(skipped)
+            if batch is not None:
+                self.durations.update((m.video_id, m.duration) for m in batch.meta)
+                yield batch

@@ -8,16 +8,17 @@ Every constructor keyword comes straight from the Hydra ``dataset`` config
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from asl_tal.data import synthetic
 from asl_tal.data.annotations import (
     AnnotationError,
     ClassMap,
@@ -26,8 +27,9 @@ from asl_tal.data.annotations import (
     load_annotations,
     read_json,
 )
-from asl_tal.data.collate import collate
+from asl_tal.data.collate import ReadableBatches, collate, collate_readable
 from asl_tal.data.dataset import SampleConfig, TALDataset
+from asl_tal.data.feature_folder import SourceReader, VideoSource, unlabelled_videos
 from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
@@ -45,10 +47,12 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The ``dataset.*`` keys of a DataModule other than the :class:`SampleConfig` ones.
+    """The ``dataset`` block of :class:`TALDataModule`: every key but ``_target_``.
 
     ``conf/dataset_defaults.yaml`` gives every key its generic value and documents it;
-    paths are relative to ``root`` unless absolute. ``feat_dir``, ``input_dim``,
+    paths are relative to ``root`` unless absolute. The keys named like
+    :class:`SampleConfig`'s fields are how a video becomes a sample
+    (:attr:`TALDataModule.sample_config`). ``feat_dir``, ``input_dim``,
     ``file_prefix``, ``file_ext`` and ``hdf5_file`` take one value or one per stream; a
     ``file_prefix`` of None (ActionFormer's ``file_prefix: ~``) means no prefix.
     ``class_agnostic: None`` means "when ``ext_score_file`` is set". ``preflight`` turns
@@ -88,6 +92,24 @@ class DataConfig:
     length_mismatch: Literal["error", "warn"]
     train_padding: Literal["longest", "max_seq_len"]
     val_holdout: float
+    fps: float | None
+    default_fps: float | None
+    feat_stride: float | None
+    feat_window: float | None
+    max_seq_len: int | None
+    fixed_length: int | None
+    crop_after_resample: bool
+    resample_geometry: str
+    crop_ratio: tuple[float, float] | None
+    trunc_thresh: float
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig(DataConfig):
+    """The ``dataset`` block of :class:`SyntheticDataModule`: :class:`DataConfig`'s keys and
+    ``generator``, the generated benchmark's parameters."""
+
+    generator: synthetic.SyntheticConfig
 
 
 # dataset.* keys that go to SampleConfig (class_agnostic is resolved by the DataModule)
@@ -126,29 +148,38 @@ class TALDataModule(L.LightningDataModule):
     One class serves every benchmark: ``conf/dataset/<name>.yaml`` says where its files are
     and how to read them. Public: :attr:`class_map`, :attr:`train_class_counts`,
     :attr:`num_model_classes`, :attr:`sample_config`, :meth:`annotations`,
-    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight` and the
-    train / val / test dataloaders. Annotations load lazily on first use, so the model can
+    :meth:`video_index`, :meth:`dataset`, :meth:`video_scores`, :meth:`preflight`, the
+    train / val / test dataloaders and :meth:`unlabelled_loader` (feature files without
+    annotations). Annotations load lazily on first use, so the model can
     be built from ``class_map`` / ``train_class_counts`` before ``trainer.fit`` calls
     :meth:`setup`, which checks every feature file of the run first (:meth:`preflight`).
 
     Args:
+        cfg: the ``dataset`` block (:meth:`from_config` builds it from the config).
         pad_multiple: batches are padded to a multiple of this (the network's
             ``required_multiple``).
-        **kwargs: the ``dataset.*`` keys: :class:`DataConfig` and :class:`SampleConfig` ones.
     """
 
-    def __init__(self, pad_multiple: int, **kwargs: Any) -> None:
+    # the settings of the ``dataset`` block that names this class as its ``_target_``
+    settings_class: ClassVar[type[DataConfig]] = DataConfig
+
+    def __init__(self, cfg: DataConfig, pad_multiple: int) -> None:
         super().__init__()
-        sample = {key: kwargs.pop(key) for key in SAMPLE_KEYS if key in kwargs}
-        self.cfg = settings_from(DataConfig, kwargs, "dataset")
-        self.sample_config = settings_from(
-            SampleConfig, {**sample, "class_agnostic": self.class_agnostic}, "dataset"
-        )
+        self.cfg = cfg
+        sample = {key: getattr(cfg, key) for key in SAMPLE_KEYS}
+        self.sample_config = SampleConfig(**sample, class_agnostic=self.class_agnostic)
         self.pad_multiple = pad_multiple
         self._subset_cache: dict[tuple[str, bool], dict[str, VideoAnnotation]] = {}
         self._datasets: dict[str, TALDataset] = {}
         self._preflight_checked: set[str] = set()
         self.preflight_report: PreflightReport | None = None
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any], pad_multiple: int) -> TALDataModule:
+        """The data module of the ``dataset`` block (less ``_target_``), checked first: a
+        key that is missing, unknown, of the wrong type or out of range is one
+        :class:`~asl_tal.settings.ConfigValueError` line naming it."""
+        return cls(settings_from(cls.settings_class, block, "dataset"), pad_multiple)
 
     @property
     def name(self) -> str:
@@ -382,9 +413,21 @@ class TALDataModule(L.LightningDataModule):
         )
         self._preflight_checked.update(stages)
 
-    def _loader(self, stage: str) -> DataLoader:
-        train = stage == "train"
-        dataset = self.dataset(stage)
+    def _collate(self, train: bool) -> partial:
+        """The collate function of training or evaluation batches."""
+        return partial(
+            collate,
+            pad_multiple=self.pad_multiple,
+            max_seq_len=self.sample_config.max_seq_len,
+            train=train,
+            train_padding=self.cfg.train_padding,
+        )
+
+    def _loader(self, dataset: TALDataset, collate_fn: Callable | None = None) -> DataLoader:
+        """``dataset`` in batches of ``batch_size`` (training, shuffled) or of
+        ``eval_batch_size`` (else ``batch_size``), collated by ``collate_fn`` (default: the
+        dataset's mode's :func:`collate`)."""
+        train = dataset.train
         c = self.cfg
         batch_size = c.batch_size if train else (c.eval_batch_size or c.batch_size)
         return EpochDataLoader(
@@ -395,23 +438,51 @@ class TALDataModule(L.LightningDataModule):
             num_workers=c.num_workers,
             pin_memory=c.pin_memory,
             persistent_workers=c.persistent_workers and c.num_workers > 0,
-            collate_fn=partial(
-                collate,
-                pad_multiple=self.pad_multiple,
-                max_seq_len=self.sample_config.max_seq_len,
-                train=train,
-                train_padding=c.train_padding,
-            ),
+            collate_fn=collate_fn or self._collate(train),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        return self._loader(self.dataset("train"))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._loader(self.dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self._loader(self.dataset("test"))
+
+    def unlabelled_loader(
+        self,
+        sources: Sequence[VideoSource],
+        fps: float | None = None,
+        duration: float | None = None,
+    ) -> ReadableBatches:
+        """Videos given as feature files alone (:func:`~asl_tal.data.feature_folder.find_videos`),
+        read, resampled and batched as the test subset is (``eval_batch_size``, the same
+        collate), with the unreadable ones set aside in the result's ``skipped``.
+
+        Args:
+            sources: the videos, one per video id, of a single-stream dataset.
+            fps: frame rate of every video, in place of ``dataset.fps`` (None: ``dataset.fps``,
+                else ``dataset.default_fps``).
+            duration: seconds, for every video (None: derived from its number of features).
+
+        Raises:
+            ValueError: the dataset has several feature streams.
+        """
+        if len(self.streams) > 1:
+            raise ValueError(
+                f"dataset {self.name!r}: feature files without annotations are read as one "
+                f"stream; this dataset has {len(self.streams)}"
+            )
+        config = self.sample_config if fps is None else replace(self.sample_config, fps=fps)
+        dataset = TALDataset(
+            unlabelled_videos(sources, duration),
+            SourceReader(sources, self.streams[0].input_dim),
+            config,
+            train=False,
+        )
+        collate_fn = partial(collate_readable, collate_fn=self._collate(train=False))
+        return ReadableBatches(self._loader(dataset, collate_fn))
 
     @cached_property
     def _video_score_table(self) -> tuple[dict[str, list], np.ndarray]:
@@ -450,21 +521,12 @@ class TALDataModule(L.LightningDataModule):
 class SyntheticDataModule(TALDataModule):
     """The generated benchmark (``docs/data.md`` §6), created on first use.
 
-    The generated data depend on ``generator`` only (its ``seed`` defaults to 0), not on
+    The generated data depend on ``dataset.generator`` only (its own ``seed``), not on
     ``dataset.seed``, so runs with different training seeds share one cached dataset.
-
-    Args:
-        generator: keyword arguments of ``asl_tal.data.synthetic.ensure_synthetic``.
-        **kwargs: :class:`DataConfig` keys.
     """
 
-    def __init__(
-        self, pad_multiple: int, generator: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(pad_multiple, **kwargs)
-        self.generator = dict(generator or {})
+    settings_class: ClassVar[type[DataConfig]] = SyntheticDataConfig
+    cfg: SyntheticDataConfig
 
     def ensure_available(self) -> None:
-        from asl_tal.data.synthetic import ensure_synthetic
-
-        ensure_synthetic(self.root, **{"seed": 0, **self.generator})
+        synthetic.ensure_synthetic(self.root, self.cfg.generator, force=False)

@@ -1,4 +1,9 @@
-"""One video per item: features, GT in grid units, and the grid's geometry."""
+"""One video per item: features, GT in grid units, and the grid's geometry.
+
+The same :class:`TALDataset` serves the subsets of an annotation file (train / val / test)
+and videos given as feature files alone (:mod:`asl_tal.data.feature_folder`), which have no
+segments and a duration derived from their features.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from torch.utils.data import Dataset
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import VideoMeta
+from asl_tal.data.feature_folder import Skipped, SourceReader, UnreadableVideo
 from asl_tal.data.features import FeatureReader
 from asl_tal.data.transforms import random_crop, resample_features, resample_meta
 
@@ -75,8 +81,18 @@ class SampleConfig:
 
 
 def video_meta(video: VideoAnnotation, num_feats: int, config: SampleConfig) -> VideoMeta:
-    """Grid geometry of a video with ``num_feats`` feature steps, before any resampling."""
+    """Grid geometry of a video with ``num_feats`` feature steps, before any resampling.
+
+    The frame rate is ``config.fps``, else the video's, else ``config.default_fps``. A video
+    without a duration (no annotation file) lasts ``((num_feats - 1) * stride + window) /
+    fps`` seconds (docs/data.md §3); features per second (``feat_stride`` None) need it.
+    """
     if config.feat_stride is None:
+        if video.duration is None:
+            raise ValueError(
+                f"video {video.video_id!r}: features per second (dataset.feat_stride=null) "
+                "need the video's duration"
+            )
         return VideoMeta(
             video.video_id, video.duration, num_feats / video.duration, 1.0, 1.0, 0.0, num_feats
         )
@@ -88,7 +104,10 @@ def video_meta(video: VideoAnnotation, num_feats: int, config: SampleConfig) -> 
         )
     stride = float(config.feat_stride)
     window = float(config.feat_window if config.feat_window is not None else stride)
-    return VideoMeta(video.video_id, video.duration, float(fps), stride, window, 0.0, num_feats)
+    duration = video.duration
+    if duration is None:
+        duration = ((num_feats - 1) * stride + window) / fps
+    return VideoMeta(video.video_id, duration, float(fps), stride, window, 0.0, num_feats)
 
 
 class TALDataset(Dataset):
@@ -96,11 +115,14 @@ class TALDataset(Dataset):
 
     Training mode drops videos without any annotation (logged) and applies the random crop
     (:func:`random_crop`) after any fixed-length resampling; evaluation mode yields whole
-    videos.
+    videos. A video the reader reports as :class:`UnreadableVideo` (a
+    :class:`SourceReader`'s) comes back as its :class:`Skipped` record instead of a sample,
+    for :func:`~asl_tal.data.collate.collate_readable`.
 
     Args:
-        videos: the subset's annotations (segments in seconds).
-        reader: feature reader for every stream.
+        videos: the subset's annotations (segments in seconds), or videos without
+            annotations (:func:`~asl_tal.data.feature_folder.unlabelled_videos`).
+        reader: feature reader for every stream, or a :class:`SourceReader`.
         config: sample geometry and crop settings.
         train: training mode.
         cache_features: keep each video's (resampled) features in memory after the first
@@ -112,7 +134,7 @@ class TALDataset(Dataset):
     def __init__(
         self,
         videos: Mapping[str, VideoAnnotation],
-        reader: FeatureReader,
+        reader: FeatureReader | SourceReader,
         config: SampleConfig,
         train: bool,
         cache_features: bool = False,
@@ -156,11 +178,14 @@ class TALDataset(Dataset):
             self._cache[video.video_id] = (feats, meta)
         return feats, meta
 
-    def __getitem__(self, item: int | tuple[int, int]) -> VideoSample:
+    def __getitem__(self, item: int | tuple[int, int]) -> VideoSample | Skipped:
         """Item ``index`` or ``(epoch, index)`` (from :class:`EpochShuffleSampler`)."""
         epoch, index = item if isinstance(item, tuple) else (0, item)
         video = self.videos[index]
-        feats, meta = self.features(video)
+        try:
+            feats, meta = self.features(video)
+        except UnreadableVideo as err:
+            return err.skipped
         segments = torch.as_tensor(meta.seconds_to_grid(video.segments), dtype=torch.float32)
         labels = torch.from_numpy(video.labels)
         if self.config.class_agnostic:

@@ -29,11 +29,15 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
+from omegaconf import OmegaConf
+
+from asl_tal.settings import settings_from
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +48,11 @@ SUBSETS = ("training", "validation", "test")
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Generator parameters (all recorded in the annotation JSON).
+    """Generator parameters (all recorded in the annotation JSON): the ``dataset.generator``
+    block of ``conf/dataset/synthetic.yaml``, which holds their values (:func:`shipped_config`).
 
     Attributes:
+        seed: seed of every random draw; same parameters and seed, same bytes.
         num_videos: videos in total, split 4:1:1 into training / validation / test.
         num_classes: action classes ``C``.
         dim: feature width ``D``.
@@ -64,25 +70,26 @@ class SyntheticConfig:
         burst_rate: expected distractor bursts per 100 steps.
     """
 
-    num_videos: int = 360
-    num_classes: int = 8
-    dim: int = 64
-    min_length: int = 100
-    max_length: int = 500
-    min_action: int = 4
-    max_action: int = 240
-    max_actions: int = 5
-    overlap_prob: float = 0.15
-    num_confusers: int = 4
-    signal: float = 0.4
-    confuser: float = 0.8
-    drift_std: float = 0.5
-    drift_phi: float = 0.98
-    fast_std: float = 0.5
-    fast_phi: float = 0.6
-    white_std: float = 0.5
-    fade_floor: float = 0.1
-    burst_rate: float = 1.0
+    seed: int
+    num_videos: int
+    num_classes: int
+    dim: int
+    min_length: int
+    max_length: int
+    min_action: int
+    max_action: int
+    max_actions: int
+    overlap_prob: float
+    num_confusers: int
+    signal: float
+    confuser: float
+    drift_std: float
+    drift_phi: float
+    fast_std: float
+    fast_phi: float
+    white_std: float
+    fade_floor: float
+    burst_rate: float
 
     def __post_init__(self) -> None:
         checks = {
@@ -246,22 +253,30 @@ def _instance_json(inst: Instance) -> dict:
     }
 
 
-def generator_record(seed: int, cfg: SyntheticConfig) -> dict:
+def generator_record(cfg: SyntheticConfig) -> dict:
     """What the annotation JSON records about how it was generated."""
-    return {"version": GENERATOR_VERSION, "seed": int(seed), "params": asdict(cfg)}
+    params = {name: value for name, value in asdict(cfg).items() if name != "seed"}
+    return {"version": GENERATOR_VERSION, "seed": cfg.seed, "params": params}
 
 
-def generate(out_dir: str | Path, seed: int = 0, cfg: SyntheticConfig | None = None) -> Path:
-    """Write the benchmark into ``out_dir`` (created if needed); same seed, same bytes.
+def shipped_config() -> SyntheticConfig:
+    """The ``dataset.generator`` block of the shipped ``conf/dataset/synthetic.yaml``: the
+    default benchmark's parameters (the command line's defaults)."""
+    text = (files("asl_tal.conf") / "dataset" / "synthetic.yaml").read_text()
+    block = OmegaConf.to_container(OmegaConf.create(text).dataset.generator)
+    return settings_from(SyntheticConfig, block, "dataset.generator")
+
+
+def generate(out_dir: str | Path, cfg: SyntheticConfig) -> Path:
+    """Write the benchmark into ``out_dir`` (created if needed); same ``cfg``, same bytes.
 
     Not atomic and not locked: use :func:`ensure_synthetic` where jobs may run in parallel.
     Returns the path of ``annotations.json``.
     """
-    cfg = cfg or SyntheticConfig()
     out_dir = Path(out_dir)
     feat_dir = out_dir / "features"
     feat_dir.mkdir(parents=True, exist_ok=True)
-    root_seq = np.random.SeedSequence(seed)
+    root_seq = np.random.SeedSequence(cfg.seed)
     pattern_seq, *video_seqs = root_seq.spawn(cfg.num_videos + 1)
     pattern_rng = np.random.default_rng(pattern_seq)
     class_patterns = _unit_patterns(pattern_rng, cfg.num_classes * 3, cfg.dim)
@@ -284,7 +299,7 @@ def generate(out_dir: str | Path, seed: int = 0, cfg: SyntheticConfig | None = N
         }
     data = {
         "version": GENERATOR_VERSION,
-        "generator": generator_record(seed, cfg),
+        "generator": generator_record(cfg),
         "database": database,
     }
     path = out_dir / "annotations.json"
@@ -303,39 +318,25 @@ def _recorded_generator(path: Path) -> dict | None:
         return None
 
 
-def config_from_kwargs(**generator_kwargs) -> SyntheticConfig:
-    """A :class:`SyntheticConfig` from keyword arguments, naming any unknown one."""
-    known = {f.name for f in fields(SyntheticConfig)}
-    unknown = sorted(set(generator_kwargs) - known)
-    if unknown:
-        raise TypeError(
-            f"unknown synthetic generator parameter(s) {unknown}; known: {sorted(known)}"
-        )
-    return SyntheticConfig(**generator_kwargs)
-
-
-def ensure_synthetic(
-    root: str | Path, seed: int = 0, force: bool = False, **generator_kwargs
-) -> Path:
-    """Generate the benchmark into ``root`` unless it is already there with these parameters.
+def ensure_synthetic(root: str | Path, cfg: SyntheticConfig, force: bool) -> Path:
+    """Generate the benchmark into ``root`` unless it is already there with these parameters
+    (``force``: generate it anyway).
 
     Safe for parallel jobs: holds ``root/.synthetic.lock`` while checking and writing, and
     writes into a temporary folder inside ``root`` that is moved into place at the end,
-    ``annotations.json`` last, so a reader never sees a half-written dataset.
-    ``generator_kwargs`` are :class:`SyntheticConfig` fields. Returns ``root``.
+    ``annotations.json`` last, so a reader never sees a half-written dataset. Returns ``root``.
     """
-    cfg = config_from_kwargs(**generator_kwargs)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     ann_path = root / "annotations.json"
-    wanted = generator_record(seed, cfg)
+    wanted = generator_record(cfg)
     with FileLock(root / ".synthetic.lock"):
         if not force and _recorded_generator(ann_path) == wanted:
             return root
-        log.info("generating synthetic benchmark (seed %d) into %s", seed, root)
+        log.info("generating synthetic benchmark (seed %d) into %s", cfg.seed, root)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-synthetic-", dir=root))
         try:
-            generate(tmp, seed, cfg)
+            generate(tmp, cfg)
             ann_path.unlink(missing_ok=True)
             old = root / "features"
             if old.exists():
@@ -349,10 +350,10 @@ def ensure_synthetic(
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = SyntheticConfig()
+    defaults = shipped_config()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--videos", type=int, default=defaults.num_videos)
     parser.add_argument("--classes", type=int, default=defaults.num_classes)
     parser.add_argument("--dim", type=int, default=defaults.dim)
@@ -366,10 +367,9 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = ensure_synthetic(
-        args.out,
+    cfg = replace(
+        shipped_config(),
         seed=args.seed,
-        force=args.force,
         num_videos=args.videos,
         num_classes=args.classes,
         dim=args.dim,
@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         max_length=args.max_length,
         max_action=args.max_action,
     )
+    root = ensure_synthetic(args.out, cfg, force=args.force)
     print(root / "annotations.json")
 
 

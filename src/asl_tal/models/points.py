@@ -13,13 +13,17 @@ import math
 import torch
 
 
-def default_regression_ranges(num_levels: int) -> list[tuple[float, float]]:
-    """``(0,4) (4,8) (8,16) ... (2**(L), inf)``: ActionFormer's ranges, doubling per level."""
-    ranges = [(0.0, 4.0)]
+def doubling_ranges(num_levels: int) -> list[list[float]]:
+    """``[0,4] [4,8] [8,16] ... [2**L, inf]``: ActionFormer's ranges, doubling per level.
+
+    ``conf/model/asl.yaml`` writes them as ``${doubling_ranges:${..network.l3}}`` (a
+    resolver of ``asl_tal.conf``: the ranges of ``l3 + 1`` levels).
+    """
+    ranges = [[0.0, 4.0]]
     for level in range(1, num_levels):
         lo = 4.0 * 2 ** (level - 1)
-        ranges.append((lo, 2 * lo))
-    ranges[-1] = (ranges[-1][0], math.inf)
+        ranges.append([lo, 2 * lo])
+    ranges[-1][1] = math.inf
     return ranges
 
 
@@ -28,19 +32,17 @@ class PointGenerator:
 
     Args:
         num_levels: pyramid levels (``l3 + 1``).
-        regression_ranges: one ``(lo, hi)`` per level; None = :func:`default_regression_ranges`.
+        regression_ranges: one ``(lo, hi)`` per level (:func:`doubling_ranges`: ActionFormer's).
     """
 
-    def __init__(
-        self, num_levels: int, regression_ranges: list[tuple[float, float]] | None = None
-    ) -> None:
-        ranges = regression_ranges or default_regression_ranges(num_levels)
-        if len(ranges) != num_levels:
+    def __init__(self, num_levels: int, regression_ranges: list[tuple[float, float]]) -> None:
+        if len(regression_ranges) != num_levels:
             raise ValueError(
-                f"regression_ranges has {len(ranges)} entries for {num_levels} pyramid levels"
+                f"regression_ranges has {len(regression_ranges)} entries for {num_levels} "
+                "pyramid levels"
             )
         self.num_levels = num_levels
-        self.regression_ranges = [(float(lo), float(hi)) for lo, hi in ranges]
+        self.regression_ranges = [(float(lo), float(hi)) for lo, hi in regression_ranges]
         self.strides = [2**level for level in range(num_levels)]
 
     @property

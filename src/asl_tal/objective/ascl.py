@@ -2,11 +2,11 @@
 
 Two modes, both on the level-0 features:
 
-- ``topk`` (default): per GT, the mean of the ``k`` frames with the highest ``h_cls`` is the
-  anchor ``f_cls``, the mean of the ``k`` highest ``h_loc`` is ``f_loc``; positives of an
-  anchor are ``f_loc`` of every instance of its class in the batch; negatives are up to
-  ``M`` background frames per video and the features of instances of other classes. A
-  Linear-ReLU-Linear head projects, then everything is L2-normalised. With
+- ``topk`` (the model config's): per GT, the mean of the ``k`` frames with the highest
+  ``h_cls`` is the anchor ``f_cls``, the mean of the ``k`` highest ``h_loc`` is ``f_loc``;
+  positives of an anchor are ``f_loc`` of every instance of its class in the batch;
+  negatives are up to ``M`` background frames per video and the features of instances of
+  other classes. A Linear-ReLU-Linear head projects, then everything is L2-normalised. With
   ``memory_size > 0`` the projected ``f_loc`` of earlier batches (detached, a first-in
   first-out queue) join the candidates: positives when of the anchor's class, negatives
   otherwise, so an anchor has positives from other videos even in a batch of two.
@@ -24,8 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 ASCL_MODES = ("topk", "windows")
-DEFAULT_TAU = {"topk": 0.1, "windows": 0.07}
-DEFAULT_MEMORY = {"topk": 512, "windows": 0}
 
 
 def info_nce(
@@ -91,11 +89,11 @@ class ASCLoss(nn.Module):
         mode: ``"topk"`` or ``"windows"``.
         k: frames averaged per top-k feature (fewer for short GTs).
         num_background: ``M`` background frames sampled per video (topk mode).
-        tau: temperature; None = 0.1 (topk) / 0.07 (windows).
+        tau: temperature.
         proj_dim: projection width (topk mode; no head is built in windows mode).
         window_ratio: ``r`` of the windows mode.
         memory_size: projected ``f_loc`` features of past batches kept as extra candidates
-            (topk mode only); None = 512 (topk) / 0 (windows); 0 = no queue.
+            (topk mode only); 0 = no queue.
     """
 
     def __init__(
@@ -106,10 +104,10 @@ class ASCLoss(nn.Module):
         mode: str,
         k: int,
         num_background: int,
-        tau: float | None,
+        tau: float,
         proj_dim: int,
         window_ratio: float,
-        memory_size: int | None,
+        memory_size: int,
     ) -> None:
         super().__init__()
         self.weight = weight
@@ -118,14 +116,13 @@ class ASCLoss(nn.Module):
         self.mode = mode
         self.k = k
         self.num_background = num_background
-        self.tau = DEFAULT_TAU[mode] if tau is None else tau
+        self.tau = tau
         self.window_ratio = window_ratio
         self.proj = (
             nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
             if mode == "topk"
             else None
         )
-        memory_size = DEFAULT_MEMORY[mode] if memory_size is None else memory_size
         if memory_size < 0 or (memory_size and mode != "topk"):
             raise ValueError(
                 f"ASCLoss: memory_size must be >= 0, and 0 in windows mode, not {memory_size}"

@@ -38,7 +38,7 @@ def candidate_mask(
     points: torch.Tensor,
     segments: torch.Tensor,
     seg_mask: torch.Tensor,
-    center_radius: float = 1.5,
+    center_radius: float,
 ) -> torch.Tensor:
     """``(B, P, N)`` bool: point ``p`` is a positive candidate for GT ``n``.
 
@@ -67,7 +67,7 @@ def assign_targets(
     seg_mask: torch.Tensor,
     labels: torch.Tensor,
     num_classes: int,
-    center_radius: float = 1.5,
+    center_radius: float,
 ) -> Targets:
     """Assign every point of every video to at most one GT (multi-hot for ties).
 

@@ -1,4 +1,5 @@
-"""The objective's settings, one dataclass per block of the ``model`` config.
+"""The objective's settings, one dataclass per block of the ``model`` config, and what every
+block of ``model`` feeds (:data:`MODEL_BLOCKS`).
 
 ``model.sensitivity`` -> :class:`SensitivitySettings`, ``model.loss`` ->
 :class:`LossSettings`; ``model.ascl`` is the keyword arguments of
@@ -11,10 +12,11 @@ that way before any data is loaded or anything is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, is_dataclass
 from typing import Any, Literal
 
+from asl_tal.ema import EMASettings
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.points import PointGenerator
 from asl_tal.objective.ascl import ASCLoss
@@ -81,6 +83,18 @@ class LossSettings:
     loc_weight: float
 
 
+# what each block of ``model`` feeds: a settings dataclass, or a constructor with the
+# arguments that the code supplies (not config keys)
+MODEL_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+    "network": (ASLNetwork, ("num_classes", "class_counts")),
+    "points": (PointGenerator, ("num_levels",)),
+    "sensitivity": (SensitivitySettings, ()),
+    "ascl": (ASCLoss, ("d",)),
+    "loss": (LossSettings, ()),
+    "ema": (EMASettings, ()),
+}
+
+
 def check_model_config(model: Mapping[str, Any]) -> None:
     """Check every block of the resolved ``model`` config against what it builds (keys,
     types, values; :mod:`asl_tal.settings`) without building anything.
@@ -96,14 +110,14 @@ def check_model_config(model: Mapping[str, Any]) -> None:
             raise ConfigValueError(f"model.{name}: expected a block of keys, got {value!r}")
         return value
 
-    network = block("network")
-    check_keywords(ASLNetwork, network, "model.network", ("num_classes",))
-    check_keywords(PointGenerator, block("points"), "model.points", ("num_levels",))
-    settings_from(SensitivitySettings, block("sensitivity"), "model.sensitivity")
-    check_keywords(ASCLoss, block("ascl"), "model.ascl", ("d",))
-    settings_from(LossSettings, block("loss"), "model.loss")
+    for name, (target, supplied) in MODEL_BLOCKS.items():
+        if is_dataclass(target):
+            settings_from(target, block(name), f"model.{name}")
+        else:
+            check_keywords(target, block(name), f"model.{name}", supplied)
+    network = model["network"]
     ranges = model["points"]["regression_ranges"]
-    if ranges is not None and len(ranges) != network["l3"] + 1:
+    if len(ranges) != network["l3"] + 1:
         raise ConfigValueError(
             f"model.points.regression_ranges: {len(ranges)} range(s), but "
             f"{key_name('model.network.l3')} = {network['l3']} makes {network['l3'] + 1} "

@@ -1,9 +1,9 @@
-"""Time loading + resampling + collating a batch of two THUMOS-sized videos.
+"""``loading``: loading + resampling + collating a batch of two THUMOS-sized videos.
 
 Writes two ``.npy`` feature files (T = 2,500 and 4,500, D = 2,048, float32) and the
 annotation JSON to a temporary folder, then times building one batch through
 ``TALDataset`` + ``collate`` in four settings (median of ``--repeats`` runs, warm page
-cache), and prints JSON:
+cache):
 
 - ``eval_full``: whole videos, no resampling (THUMOS evaluation);
 - ``train_crop``: THUMOS training (random crop of 1,024 steps);
@@ -11,7 +11,7 @@ cache), and prints JSON:
 - ``fixed_1024_cached``: the same with the in-memory feature cache warm;
 plus the ratio ``fixed_1024 / fixed_1024_cached`` (the share of reading from disk).
 
-Usage: ``python scripts/bench_loading.py [--repeats 7] [--threads 2]``
+    python scripts/benchmark.py loading [--repeats 7] [--threads 2]
 """
 
 from __future__ import annotations
@@ -67,19 +67,23 @@ def thumos_sampling(**overrides) -> SampleConfig:
 
 
 def time_batch(dataset: TALDataset, pad_multiple: int, max_seq_len: int, repeats: int) -> float:
+    """Median seconds of building one batch of every video of ``dataset``."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        collate([dataset[i] for i in range(len(dataset))], pad_multiple, max_seq_len, False)
+        samples = [dataset[i] for i in range(len(dataset))]
+        collate(samples, pad_multiple, max_seq_len, train=False, train_padding="longest")
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
+    """One batch's seconds in each setting, and the uncached / cached ratio."""
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -105,11 +109,7 @@ def main() -> None:
             dataset = TALDataset(videos, reader, config, train=train, cache_features=cache)
             time_batch(dataset, 32, 1024, 1)
             result[f"{name}_s"] = round(time_batch(dataset, 32, 1024, args.repeats), 5)
-        result["fixed_1024_uncached_over_cached"] = round(
-            result["fixed_1024_s"] / result["fixed_1024_cached_s"], 2
-        )
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    result["fixed_1024_uncached_over_cached"] = round(
+        result["fixed_1024_s"] / result["fixed_1024_cached_s"], 2
+    )
+    return result

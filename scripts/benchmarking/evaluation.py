@@ -1,17 +1,16 @@
-"""Benchmark the detection scorer and batched Soft-NMS; prints one JSON object.
+"""``eval``: the detection scorer and batched Soft-NMS at the scale of a large test set.
 
 Scorer: ``--videos`` videos × ``--preds`` predictions × ``--classes`` classes × 5 tIoU
 thresholds, ~``--gt`` GT per video (a third of the predictions jittered around GT).
 Soft-NMS (Gaussian, σ 0.5): ``--candidates`` candidates over the classes → 200 kept per
 video, batch of 1 vs ``--batch`` (the ratio is the figure to compare across machines).
 
-    python scripts/bench_eval.py [--threads 1]
+    python scripts/benchmark.py eval [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -25,6 +24,12 @@ from asl_tal.postprocess.nms import batched_nms
 
 
 def scorer_inputs(rng: np.random.Generator, videos: int, preds: int, classes: int, gt: int):
+    """``gt`` GT per video and ``preds`` predictions per video, a third of them near a GT.
+
+    Returns:
+        ``(GroundTruth, video (N,), segments (N, 2), scores (N,), labels (N,))`` with
+        ``N = videos * preds``, in the argument order of ``detection_ap``.
+    """
     gt_video = np.repeat(np.arange(videos), gt)
     start = rng.uniform(0, 900, gt_video.size)
     gt_arr = GroundTruth(
@@ -46,6 +51,7 @@ def scorer_inputs(rng: np.random.Generator, videos: int, preds: int, classes: in
 
 
 def time_call(fn, repeats: int) -> float:
+    """Mean seconds of ``fn()`` over ``repeats`` calls after one untimed call."""
     fn()
     start = time.perf_counter()
     for _ in range(repeats):
@@ -54,6 +60,8 @@ def time_call(fn, repeats: int) -> float:
 
 
 def nms_inputs(batch: int, candidates: int, classes: int, seed: int = 0):
+    """Random candidates in ``batched_nms``'s argument order: segments ``(B, N, 2)``,
+    scores ``(B, N)``, labels ``(B, N)``, valid ``(B, N)``."""
     gen = torch.Generator().manual_seed(seed)
     start = torch.rand(batch, candidates, generator=gen) * 2000
     segments = torch.stack(
@@ -67,8 +75,7 @@ def nms_inputs(batch: int, candidates: int, classes: int, seed: int = 0):
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=500)
     parser.add_argument("--preds", type=int, default=2000)
     parser.add_argument("--classes", type=int, default=20)
@@ -77,9 +84,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
+
+def run(args: argparse.Namespace) -> dict:
+    """The scorer's time and mAP, and Soft-NMS per video at batch 1 and at ``--batch``."""
+    torch.set_num_threads(args.threads)
     thresholds = np.array([0.3, 0.4, 0.5, 0.6, 0.7])
     gt, *preds = scorer_inputs(
         np.random.default_rng(0), args.videos, args.preds, args.classes, args.gt
@@ -92,32 +101,23 @@ def main() -> None:
     batched = nms_inputs(args.batch, args.candidates, args.classes)
     single_s = time_call(lambda: batched_nms(*single, cfg), args.repeats)
     batch_s = time_call(lambda: batched_nms(*batched, cfg), args.repeats) / args.batch
-    print(
-        json.dumps(
-            {
-                "torch_threads": args.threads,
-                "scorer": {
-                    "videos": args.videos,
-                    "predictions": args.videos * args.preds,
-                    "classes": args.classes,
-                    "thresholds": thresholds.size,
-                    "gt": int(gt.labels.size),
-                    "seconds": round(scorer_s, 4),
-                    "average_mAP": round(float(mean_ap(per_class).mean()), 6),
-                },
-                "soft_nms": {
-                    "candidates_per_video": args.candidates,
-                    "classes": args.classes,
-                    "kept_per_video": cfg.max_seg_num,
-                    "ms_per_video_batch_1": round(single_s * 1000, 3),
-                    f"ms_per_video_batch_{args.batch}": round(batch_s * 1000, 3),
-                    "batch_speedup": round(single_s / batch_s, 2),
-                },
-            },
-            indent=2,
-        )
-    )
-
-
-if __name__ == "__main__":
-    main()
+    return {
+        "torch_threads": args.threads,
+        "scorer": {
+            "videos": args.videos,
+            "predictions": args.videos * args.preds,
+            "classes": args.classes,
+            "thresholds": thresholds.size,
+            "gt": int(gt.labels.size),
+            "seconds": round(scorer_s, 4),
+            "average_mAP": round(float(mean_ap(per_class).mean()), 6),
+        },
+        "soft_nms": {
+            "candidates_per_video": args.candidates,
+            "classes": args.classes,
+            "kept_per_video": cfg.max_seg_num,
+            "ms_per_video_batch_1": round(single_s * 1000, 3),
+            f"ms_per_video_batch_{args.batch}": round(batch_s * 1000, 3),
+            "batch_speedup": round(single_s / batch_s, 2),
+        },
+    }

@@ -1,6 +1,6 @@
 """Smooth every feature file of a folder along time with a Gaussian, for boundary studies.
 
-Usage: ``python scripts/smooth_features.py SRC_DIR OUT_DIR --sigma 2``
+Usage: ``python scripts/research/smooth_features.py SRC_DIR OUT_DIR --sigma 2``
 
 Benchmarks stitched from trimmed clips (such as a dev set built from workout clips) change
 features abruptly at every cut, so no frame is transitional. A real clip feature whose

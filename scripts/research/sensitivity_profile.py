@@ -1,6 +1,6 @@
 """Print how a trained model's action sensitivity runs across the actions of a test set.
 
-Usage: ``python scripts/sensitivity_profile.py CHECKPOINT [--parts 5] [HYDRA OVERRIDES...]``
+Usage: ``python scripts/research/sensitivity_profile.py CHECKPOINT [--parts 5] [OVERRIDES...]``
 
 The overrides select the data as for ``asl_tal.train`` (e.g. the ``dataset=custom ...``
 of a real-feature benchmark). Every GT action of the test subset is evaluated with the

@@ -1,16 +1,15 @@
-"""Time label assignment + ASLObjective forward/backward at the THUMOS shape (CPU).
+"""``losses``: label assignment + ASLObjective forward/backward at the THUMOS shape (CPU).
 
 B 2, T 1024 (6 levels, P 2016), C 20, d 512, ~30 GT per video, random network outputs that
 require grad. Two settings in one run (all switches on / sensitivity and ASCL off) and
-their ratio; prints JSON.
+their ratio.
 
-    python scripts/bench_losses.py [--repeats 10] [--threads 2]
+    python scripts/benchmark.py losses [--repeats 10] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -20,14 +19,15 @@ from omegaconf import OmegaConf
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
-from asl_tal.models.points import PointGenerator
+from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.objective import ASLObjective
 
 B, T, C, D, LEVELS, NUM_GT = 2, 1024, 20, 512, 6, 30
 
 
 def make_batch(generator: torch.Generator) -> tuple[NetworkOutput, torch.Tensor, Batch]:
-    pg = PointGenerator(LEVELS)
+    """Random network outputs that require grad, the points ``(P, 4)`` and a GT batch."""
+    pg = PointGenerator(LEVELS, doubling_ranges(LEVELS))
     sizes = pg.level_sizes(T)
     out = NetworkOutput(
         cls_logits=[torch.randn(B, s, C, generator=generator) for s in sizes],
@@ -57,6 +57,7 @@ def make_batch(generator: torch.Generator) -> tuple[NetworkOutput, torch.Tensor,
 
 
 def time_setting(objective: ASLObjective, repeats: int, seed: int) -> dict[str, float]:
+    """Median and min seconds of loss + backward over ``repeats`` calls after one warm-up."""
     generator = torch.Generator().manual_seed(seed)
     out, points, batch = make_batch(generator)
     times = []
@@ -68,11 +69,13 @@ def time_setting(objective: ASLObjective, repeats: int, seed: int) -> dict[str, 
     return {"median_s": statistics.median(times), "min_s": min(times)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Each setting's seconds and the all-on / sensitivity-off ratio."""
     torch.set_num_threads(args.threads)
     overrides = {
         "all_on": [],
@@ -100,8 +103,4 @@ def main() -> None:
         result[name] = time_setting(objective, args.repeats, seed=0)
     base = result["sensitivity_off"]["median_s"]
     result["ratio_all_on_vs_off"] = result["all_on"]["median_s"] / base
-    print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+    return result

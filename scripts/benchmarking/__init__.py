@@ -1,0 +1,1 @@
+"""The sub-commands of ``scripts/benchmark.py``, one module each, and their shared parts."""
