@@ -157,15 +157,16 @@ def environment(argv: list[str], env: dict[str, str] | None, cwd: Path | None) -
     try:
         yield
     finally:
-        sys.argv, environ, cwd, tempfile.tempdir = saved
+        sys.argv, environ, workdir, tempfile.tempdir = saved
         os.environ.clear()
         os.environ.update(environ)
-        os.chdir(cwd)
+        os.chdir(workdir)
 
 
 @contextlib.contextmanager
 def hydra_state() -> Iterator[None]:
-    """Hydra's global state (the app it initialised, the job's config) cleared afterwards."""
+    """Hydra's global state put back afterwards: the app it initialised cleared, the job's
+    config as before."""
     job_config = HydraConfig.instance().cfg
     try:
         yield
