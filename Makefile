@@ -31,7 +31,7 @@ train:  ## train + evaluate on the built-in synthetic benchmark
 	$(PY) -m asl_tal.train
 
 wheel-check:  ## build the wheel, install it into a fresh venv, train debug=fast_dev_run elsewhere
-	rm -rf dist .venv-wheel
+	rm -rf build dist .venv-wheel
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
 	python3 -m venv .venv-wheel
 	.venv-wheel/bin/pip install --quiet --upgrade pip

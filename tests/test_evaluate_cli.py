@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers.commands import Result, run_command, run_process
 
+from asl_tal.cli.score import EvaluationError, evaluate_results, main
 from asl_tal.data.annotations import AnnotationError
-from asl_tal.evaluate import EvaluationError, evaluate_results, main
 from asl_tal.submission import SubmissionError, read_results
 
 
@@ -84,7 +84,7 @@ def test_cli_end_to_end(tmp_path: Path, capsys, caplog) -> None:
 
 
 def test_module_entry_point(tmp_path: Path) -> None:
-    # `python -m asl_tal.evaluate` in a process of its own: the module's entry itself
+    # `python -m asl_tal.cli.score` (asl-evaluate) in a process of its own: the module entry
     proc = run_process(
         "evaluate",
         *("--gt", str(gt_file(tmp_path)), "--pred", str(pred_file(tmp_path, RESULTS))),

@@ -1,11 +1,12 @@
 """The package's imports run one way, along the data flow.
 
 ``data`` (formats, readers, batches) is at the bottom; ``models`` (the network only),
-``postprocess`` and ``metrics`` stand on it side by side; ``objective`` (assignment,
-sensitivity, the loss terms) on the network; ``detector`` on the objective and the
-post-processing; ``lit_module`` on the detector; the application (``app``, callbacks, plots,
-entry points) on top. A module may import its own package and any lower layer, never a
-layer at its own height in another package or above it.
+``postprocess``, ``metrics`` and ``interop`` (other formats → ours) stand on it side by
+side; ``objective`` (assignment, sensitivity, the loss terms) on the network; ``detector``
+on the objective and the post-processing; ``lit_module`` on the detector; the application
+(``app``, callbacks, plots) on it; the commands (``cli``) on top. A module may import its
+own package and any lower layer, never a layer at its own height in another package or
+above it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "asl_tal"
 LAYERS = {
     "__init__": 0,
     "data": 0,
+    # other formats -> ours (asl-convert): on data, used by no model or training code
+    "interop": 1,
     "settings": -1,
     "ema": 1,
     "models": 1,
@@ -43,13 +46,10 @@ LAYERS = {
     "app": 6,
     "viz": 4,
     "conf": -1,
-    "convert": 7,
-    "evaluate": 7,
-    "train": 7,
-    "eval": 7,
-    "predict": 7,
-    "export": 7,
-    "publish": 7,
+    # the commands, one module per console script
+    "cli": 7,
+    # ``python -m asl_tal.train``: runs cli.train
+    "train": 8,
 }
 
 

@@ -14,8 +14,9 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
@@ -23,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,7 +41,17 @@ from asl_tal.models.network import required_multiple
 from asl_tal.objective.settings import MODEL_BLOCKS
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.run_log import quiet_dependencies
-from asl_tal.settings import ConfigValueError, check_values, settings_from
+from asl_tal.settings import (
+    FINITE_POSITIVE,
+    HYDRA_KEYS,
+    NON_NEGATIVE,
+    SEED,
+    ConfigValueError,
+    check_settings,
+    check_values,
+    from_target,
+    target_of,
+)
 from asl_tal.submission import write_activitynet_results
 from asl_tal.sweeps import SweepJobError
 from asl_tal.tracking import is_wandb_logger, wandb_logger_config
@@ -77,7 +88,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (*USER_ERRORS, InstantiationException) as err:
-        # instantiate() wraps what a constructor raises (the data module's config check)
+        # instantiate() wraps what a third-party constructor raises (a logger's, say)
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, USER_ERRORS):
             raise
@@ -171,44 +182,62 @@ class WritableOutputDir(Callback):
 
 # The blocks of ours that no `_target_` names, with what each feeds (a settings dataclass, or
 # a constructor and the arguments that the code supplies); a `_target_` block of ours feeds
-# the class it names (its `settings_class` where it has one).
+# what it names (asl_tal.settings.target_of).
 CONFIG_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     **{f"model.{name}": feeds for name, feeds in MODEL_BLOCKS.items()},
     "postprocess": (PostprocessConfig, ()),
     "evaluation": (EvaluationSettings, ()),
 }
+# the arguments a schedule (``scheduler._target_``) takes from the code, not the config
+SCHEDULE_ARGUMENTS = ("optimizer", "steps_per_epoch")
+
+
+@dataclass(frozen=True)
+class OptimizerKeys:
+    """The keys of the ``optimizer`` block (a torch optimizer's, which takes others too)
+    that are checked before a run."""
+
+    lr: Annotated[float, FINITE_POSITIVE]
+    weight_decay: Annotated[float, NON_NEGATIVE]
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The entry points' own keys that are checked before a run."""
+
+    seed: Annotated[int, SEED]
 
 
 def check_run_config(cfg: DictConfig, training: bool) -> None:
     """The values an entry point reads, checked before any data is read or file written
-    (the ranges: :data:`asl_tal.settings.CONSTRAINTS`): ``postprocess``, ``evaluation``,
-    the trainer's accelerator, and for training also ``seed``, ``optimizer`` and the
-    callbacks (a callback set to null is left out). The model and dataset blocks have
-    checks of their own (``check_model_config``, the data module's constructor).
+    (:mod:`asl_tal.settings`): ``postprocess``, ``evaluation``, the trainer's accelerator,
+    and for training also ``seed``, ``optimizer``, ``scheduler`` and the callbacks of ours
+    (a callback set to null is left out). The model and dataset blocks have checks of their
+    own (``check_model_config``, :meth:`TALDataModule.from_config`).
 
     Raises:
         ConfigValueError: one line naming the key and what it takes.
     """
-    settings_from(
-        PostprocessConfig, OmegaConf.to_container(cfg.postprocess, resolve=True), "postprocess"
-    )
-    settings_from(
-        EvaluationSettings, OmegaConf.to_container(cfg.evaluation, resolve=True), "evaluation"
-    )
+    for where in ("postprocess", "evaluation"):
+        target, supplied = CONFIG_BLOCKS[where]
+        check_settings(target, OmegaConf.to_container(cfg[where], resolve=True), where, supplied)
     check_accelerator(OmegaConf.to_container(cfg.trainer, resolve=True))
     if not training:
         return
-    check_values({"seed": cfg.seed}, "", {"seed": int})
-    check_values(_settings_only(cfg.optimizer), "optimizer")
+    check_values({"seed": cfg.seed}, "", RunKeys)
+    check_values(_settings_only(cfg.optimizer), "optimizer", OptimizerKeys)
+    schedule = get_object(cfg.scheduler._target_)
+    check_settings(schedule, _settings_only(cfg.scheduler), "scheduler", SCHEDULE_ARGUMENTS)
     for name, callback in (cfg.callbacks or {}).items():
-        if callback is not None:
-            check_values(_settings_only(callback), f"callbacks.{name}")
+        target = None if callback is None else target_of(OmegaConf.to_container(callback))
+        if target is not None:
+            check_settings(target, _settings_only(callback), f"callbacks.{name}")
 
 
 def _settings_only(node: DictConfig) -> dict:
-    """A Hydra block without its ``_target_`` / ``_partial_`` keys."""
+    """A ``_target_`` block without the keys that Hydra reads."""
     block = OmegaConf.to_container(node, resolve=True)
-    return {key: value for key, value in block.items() if not key.startswith("_")}
+    return {key: value for key, value in block.items() if key not in HYDRA_KEYS}
 
 
 def check_accelerator(trainer: dict) -> None:
@@ -327,8 +356,8 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
     """
     quiet_dependencies()
     loggers = build_loggers(cfg)
-    configured = [c for c in (cfg.callbacks or {}).values() if c is not None]
-    callback_list = [instantiate(c) for c in configured] if callbacks else []
+    configured = (cfg.callbacks or {}).items() if callbacks else []
+    callback_list = [_callback(c, f"callbacks.{n}") for n, c in configured if c is not None]
     if not loggers:
         callback_list = [c for c in callback_list if not isinstance(c, LearningRateMonitor)]
     precision, reason = choose_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
@@ -341,6 +370,13 @@ def build_trainer(cfg: DictConfig, callbacks: bool = True) -> L.Trainer:
         precision=precision,
         plugins=[AtomicCheckpointIO()],
     )
+
+
+def _callback(node: DictConfig, where: str) -> L.Callback:
+    """A callback of ours from its block (:func:`asl_tal.settings.from_target`), a
+    third-party one (Lightning's) by Hydra's ``instantiate``."""
+    block = OmegaConf.to_container(node, resolve=True)
+    return from_target(block, where) if target_of(block) is not None else instantiate(node)
 
 
 def metrics_to_json(result: dict, thresholds: list[float], class_names: list[str]) -> dict:

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 
 import lightning as L
 import numpy as np
@@ -28,6 +29,7 @@ from matplotlib.figure import Figure
 
 from asl_tal import viz
 from asl_tal.metrics.matching import precision_recall_curve
+from asl_tal.settings import NON_NEGATIVE, POSITIVE, UP_TO_ONE
 
 log = logging.getLogger("asl_tal.callbacks")
 
@@ -69,19 +71,15 @@ class VisualizationCallback(Callback):
 
     def __init__(
         self,
-        every_n_epochs: int,
-        num_instances: int,
-        num_videos: int,
-        top_k: int,
-        tiou_thresh: float,
-        pr_class: int | None,
-        dpi: int,
+        every_n_epochs: Annotated[int, POSITIVE],
+        num_instances: Annotated[int, NON_NEGATIVE],
+        num_videos: Annotated[int, NON_NEGATIVE],
+        top_k: Annotated[int, POSITIVE],
+        tiou_thresh: Annotated[float, UP_TO_ONE],
+        pr_class: Annotated[int | None, NON_NEGATIVE],
+        dpi: Annotated[int, POSITIVE],
     ) -> None:
         super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(
-                f"VisualizationCallback: every_n_epochs must be >= 1, got {every_n_epochs}"
-            )
         self.every_n_epochs = every_n_epochs
         self.num_instances = num_instances
         self.num_videos = num_videos

@@ -24,6 +24,8 @@ from asl_tal.data.datamodules import TALDataModule
 from asl_tal.errors import UserInputError
 from asl_tal.lit_module import ASLLitModule
 from asl_tal.models.points import doubling_ranges
+from asl_tal.objective.settings import MODEL_BLOCKS
+from asl_tal.settings import trusted_bounds
 
 
 class CheckpointMismatchError(UserInputError):
@@ -53,22 +55,9 @@ CHECKPOINT_READ_ERRORS = (
 )
 
 # Generous bounds on the architecture a checkpoint's hyper-parameters describe, checked
-# before a module is built from them: the largest published rows use d_emb 512, 8 heads,
-# l1..l4 up to 2/3/8/2 and 4096-wide features. A checkpoint outside them is refused instead
-# of being trusted to allocate memory. (min, max) per key of the ``model`` block.
-MODEL_LIMITS = {
-    "network.d_emb": (1, 8192),
-    "network.head_width": (1, 8192),
-    "network.n_heads": (1, 128),
-    "network.l1": (0, 32),
-    "network.l2": (0, 32),
-    "network.l3": (0, 12),
-    "network.head_layers": (1, 32),
-    "network.max_seq_len": (1, 1 << 20),
-    "sensitivity.evaluator_layers": (0, 32),  # l4
-    "ascl.proj_dim": (1, 8192),
-}
-MAX_INPUT_DIM = 65536  # per feature stream
+# before a module is built from them, so a checkpoint is not trusted to allocate memory: the
+# sizes each setting declares (``Constraint.up_to`` on the fields of the model's blocks,
+# asl_tal.settings.trusted_bounds), and these two, which are no config key.
 MAX_STREAMS = 16
 MAX_CLASSES = 100_000
 
@@ -382,25 +371,24 @@ def _int_setting(value, where: str, path: Path, low: int, high: int) -> None:
     if not low <= value <= high:
         raise CheckpointMismatchError(
             f"{path}: {where}={value} is outside the supported range {low}..{high} "
-            "(asl_tal.checkpoints.MODEL_LIMITS); refusing to build a model from it"
+            "(the largest a checkpoint may ask for); refusing to build a model from it"
         )
 
 
 def check_model_bounds(hparams: Mapping, path: Path) -> None:
     """Raise :class:`CheckpointMismatchError` unless the architecture in ``hparams`` (today's
-    layout) lies within :data:`MODEL_LIMITS`, :data:`MAX_INPUT_DIM` and :data:`MAX_CLASSES`."""
+    layout) lies within the sizes that the settings of the model's blocks trust
+    (:func:`asl_tal.settings.trusted_bounds`; a list value, the feature widths, entry by
+    entry and at most :data:`MAX_STREAMS` long) and the classes within :data:`MAX_CLASSES`."""
     model = hparams["model"]
-    for key, (low, high) in MODEL_LIMITS.items():
-        block, name = key.split(".")
-        value = (model.get(block) or {}).get(name)
-        if name == "proj_dim" and not (model.get("ascl") or {}).get("weight"):
-            continue  # ASCL off: its projection is not built
-        _int_setting(value, f"model.{key}", path, low, high)
-    input_dim = model["network"].get("input_dim")
-    dims = input_dim if isinstance(input_dim, list | tuple) else [input_dim]
-    _int_setting(len(dims), "the number of feature streams", path, 1, MAX_STREAMS)
-    for dim in dims:
-        _int_setting(dim, "model.network.input_dim", path, 1, MAX_INPUT_DIM)
+    for name, (target, _) in MODEL_BLOCKS.items():
+        block = model.get(name)
+        for key, (low, high) in trusted_bounds(target).items():
+            value = block.get(key) if isinstance(block, Mapping) else None
+            if isinstance(value, list | tuple):
+                _int_setting(len(value), f"the length of model.{name}.{key}", path, 1, MAX_STREAMS)
+            for entry in value if isinstance(value, list | tuple) else [value]:
+                _int_setting(entry, f"model.{name}.{key}", path, low, high)
     classes = hparams["class_names"]
     if not isinstance(classes, list | tuple):
         raise CheckpointMismatchError(f"{path}: class_names is not a list")
@@ -488,7 +476,7 @@ def load_checkpoint(
     hyper-parameters then say what it runs with).
 
     Nothing in the file is trusted: it is read with ``weights_only=True``, its architecture
-    must lie within :data:`MODEL_LIMITS`, and the model it describes is first built on the
+    must lie within :func:`check_model_bounds`, and the model it describes is first built on the
     meta device (no memory) to check that its parameters are exactly the state dict's.
     """
     ckpt = read_checkpoint(path)

@@ -19,7 +19,7 @@ from asl_tal.models.points import PointGenerator
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections, postprocess
-from asl_tal.settings import check_keywords
+from asl_tal.settings import settings_from
 
 
 class ASLDetector(nn.Module):
@@ -53,11 +53,18 @@ class ASLDetector(nn.Module):
         ``network`` -> :class:`ASLNetwork`, ``points`` -> :class:`PointGenerator`,
         ``sensitivity`` / ``ascl`` / ``loss`` -> the objective's settings.
         """
-        check_keywords(ASLNetwork, cfg["network"], "model.network", ("num_classes",))
-        check_keywords(PointGenerator, cfg["points"], "model.points", ("num_levels",))
-        network = ASLNetwork(num_classes=num_classes, class_counts=class_counts, **cfg["network"])
+        network = settings_from(
+            ASLNetwork,
+            cfg["network"],
+            "model.network",
+            num_classes=num_classes,
+            class_counts=class_counts,
+        )
         objective = ASLObjective.from_config(cfg, num_classes, network.d_emb)
-        return cls(network, objective, PointGenerator(network.num_levels, **cfg["points"]))
+        points = settings_from(
+            PointGenerator, cfg["points"], "model.points", num_levels=network.num_levels
+        )
+        return cls(network, objective, points)
 
     @property
     def required_multiple(self) -> int:

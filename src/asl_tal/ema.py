@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import nn
+
+from asl_tal.settings import FRACTION
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class EMASettings:
     """
 
     enabled: bool
-    decay: float
+    decay: Annotated[float, FRACTION]
     warmup: bool
 
 

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import Batch
@@ -23,7 +22,7 @@ from asl_tal.metrics.recall import RecallAtK
 from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
-from asl_tal.settings import settings_from
+from asl_tal.settings import from_target, settings_from
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -285,7 +284,12 @@ class ASLLitModule(L.LightningModule):
         optimizer = build_optimizer(self.detector, self.hparams.optimizer)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        scheduler = instantiate(dict(self.hparams.scheduler))(optimizer, steps_per_epoch)
+        scheduler = from_target(
+            self.hparams.scheduler,
+            "scheduler",
+            optimizer=optimizer,
+            steps_per_epoch=steps_per_epoch,
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,13 +1,23 @@
-"""Config blocks -> constructors, with one readable error for a bad key or value.
+"""Config blocks -> objects: the one way a block of ours becomes what it configures.
 
-:func:`settings_from` and :func:`check_keywords` check a config block against a dataclass or
-a constructor before anything is built: the keys (missing, unknown), each value's type (from
-the annotations: ``int``, ``float``, ``bool``, ``str``, ``None``-able, lists, ``Literal``),
-the value constraints of :data:`CONSTRAINTS` (and :data:`NON_EMPTY`) and the cross-key rules
-of :data:`RULES`. :func:`check_values` checks a block with no dataclass or constructor of
-ours behind it (the optimizer, the callbacks, the evaluation protocol, the seed). A problem
-is one :class:`ConfigValueError` line naming the full key, e.g.
-``model.network.l1 (alias model.l1): expected an integer, got 'abc'``.
+A block feeds a frozen dataclass, or the keyword parameters of a constructor or function of
+ours (:func:`settings_from`, which :func:`check_settings` serves). What a block holds is
+declared once, on each field or parameter: its type (``int``, ``float``, ``bool``, ``str``,
+``None``-able, lists, tuples, ``Literal`` for the allowed values, a dataclass for a block
+inside the block) and, with ``Annotated``, its range (a :class:`Constraint` such as
+:data:`POSITIVE`; :data:`NON_EMPTY` for a list that needs an entry), e.g.
+``d_emb: Annotated[int, POSITIVE]``. Rules between the keys of one block are the target's
+``config_rules(values, key)``, which returns the problems found (``key(name)`` is a key's
+full name). No field or parameter a block feeds has a default: the YAML under ``conf/``
+holds every value. A problem is one :class:`ConfigValueError` line naming the full key,
+e.g. ``model.network.l1 (alias model.l1): expected an integer, got 'abc'``.
+
+Third-party objects (the Lightning trainer, loggers and callbacks, the torch optimizer) stay
+Hydra ``_target_`` blocks built by ``hydra.utils.instantiate``: their parameters, types and
+defaults are declared by their own libraries, which we can neither annotate nor strip of
+defaults, and a block that names them passes on whatever key the library takes. The few of
+their keys that we check (``optimizer.lr``...) are declared by a dataclass of ours and
+checked with :func:`check_values`.
 """
 
 from __future__ import annotations
@@ -18,10 +28,13 @@ import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
-from typing import Any, Literal, TypeVar, Union
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import Annotated, Any, Literal, Union
 
-Settings = TypeVar("Settings")
+from hydra.utils import get_object
+
+# the keys of a `_target_` block that Hydra reads, not arguments
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 
 
 class ConfigValueError(ValueError):
@@ -41,91 +54,59 @@ ALIASES = {
     "model.network.max_seq_len": "dataset.max_seq_len",
 }
 
-Constraint = tuple[Callable[[Any], bool], str]
-POSITIVE: Constraint = (lambda v: v > 0, "> 0")
-NON_NEGATIVE: Constraint = (lambda v: v >= 0, ">= 0")
-FRACTION: Constraint = (lambda v: 0 <= v <= 1, "in [0, 1]")
-OPEN_FRACTION: Constraint = (lambda v: 0 < v < 1, "in (0, 1)")
-UP_TO_ONE: Constraint = (lambda v: 0 < v <= 1, "in (0, 1]")
-BELOW_ONE: Constraint = (lambda v: 0 <= v < 1, "in [0, 1)")
-ODD: Constraint = (lambda v: v > 0 and v % 2 == 1, "a positive odd number")
-FINITE_POSITIVE: Constraint = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+@dataclass(frozen=True)
+class Constraint:
+    """The range of a value (of each entry of a list): ``test(value)`` holds; ``text`` says
+    so in a message ("> 0"). ``minimum`` is the smallest integer it admits and
+    ``trusted_max`` the largest a checkpoint may ask for before anything is built from it
+    (:func:`trusted_bounds`; None: no bound a checkpoint is held to)."""
+
+    test: Callable[[Any], bool]
+    text: str
+    minimum: int | None
+    trusted_max: int | None
+
+    def up_to(self, trusted_max: int) -> Constraint:
+        """This constraint, a checkpoint's value also at most ``trusted_max``."""
+        return replace(self, trusted_max=trusted_max)
+
+
+def _constraint(test: Callable[[Any], bool], text: str, minimum: int | None = None) -> Constraint:
+    return Constraint(test, text, minimum, None)
+
+
+POSITIVE = _constraint(lambda v: v > 0, "> 0", 1)
+NON_NEGATIVE = _constraint(lambda v: v >= 0, ">= 0", 0)
+FRACTION = _constraint(lambda v: 0 <= v <= 1, "in [0, 1]")
+OPEN_FRACTION = _constraint(lambda v: 0 < v < 1, "in (0, 1)")
+UP_TO_ONE = _constraint(lambda v: 0 < v <= 1, "in (0, 1]")
+BELOW_ONE = _constraint(lambda v: 0 <= v < 1, "in [0, 1)")
+ODD = _constraint(lambda v: v > 0 and v % 2 == 1, "a positive odd number", 1)
+FINITE_POSITIVE = _constraint(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 # what lightning's seed_everything accepts (numpy's seed range)
-SEED: Constraint = (lambda v: 0 <= v < 2**32, "in [0, 2**32)")
+SEED = _constraint(lambda v: 0 <= v < 2**32, "in [0, 2**32)", 0)
 
-# value constraints by full key, checked after the type (None passes; a list: every entry)
-CONSTRAINTS: dict[str, Constraint] = {
-    **{f"model.network.{k}": NON_NEGATIVE for k in ("l1", "l2", "l3", "attn_window_levels")},
-    **{
-        f"model.network.{k}": POSITIVE
-        for k in ("input_dim", "stream_dims", "d_emb", "n_heads", "head_width", "head_layers")
-    },
-    "model.network.max_seq_len": POSITIVE,
-    "model.network.attn_window": ODD,
-    "model.network.t_c_alpha": FRACTION,
-    "model.network.dropout": FRACTION,
-    "model.network.path_drop": BELOW_ONE,
-    "model.network.prior_prob": OPEN_FRACTION,
-    "model.sensitivity.evaluator_layers": NON_NEGATIVE,
-    "model.sensitivity.evaluator_tile_len": POSITIVE,
-    "model.sensitivity.gaussian_lr_scale": POSITIVE,
-    "model.sensitivity.loc_sigma_init": POSITIVE,
-    "model.ascl.weight": NON_NEGATIVE,
-    "model.ascl.k": POSITIVE,
-    "model.ascl.num_background": NON_NEGATIVE,
-    "model.ascl.tau": POSITIVE,
-    "model.ascl.proj_dim": POSITIVE,
-    "model.ascl.window_ratio": UP_TO_ONE,
-    "model.loss.init_loss_norm": POSITIVE,
-    "model.loss.loss_norm_momentum": FRACTION,
-    "model.loss.label_smoothing": FRACTION,
-    **{
-        f"dataset.{k}": POSITIVE
-        for k in (
-            "input_dim",
-            "num_classes",
-            "batch_size",
-            "eval_batch_size",
-            "fps",
-            "default_fps",
-            "feat_stride",
-            "feat_window",
-            "max_seq_len",
-            "fixed_length",
-        )
-    },
-    "dataset.num_workers": NON_NEGATIVE,
-    "dataset.crop_ratio": UP_TO_ONE,
-    "dataset.trunc_thresh": FRACTION,
-    "dataset.clip_tolerance": NON_NEGATIVE,
-    "dataset.clip_tolerance_relative": NON_NEGATIVE,
-    # 1.0 would hold out every training video
-    "dataset.val_holdout": BELOW_ONE,
-    "seed": SEED,
-    "optimizer.lr": FINITE_POSITIVE,
-    "optimizer.weight_decay": NON_NEGATIVE,
-    "postprocess.score_thresh": FRACTION,
-    "postprocess.pre_nms_topk": POSITIVE,
-    "postprocess.duration_thresh": NON_NEGATIVE,
-    "postprocess.sigma": POSITIVE,
-    "postprocess.iou_threshold": FRACTION,
-    "postprocess.min_score": FRACTION,
-    "postprocess.max_seg_num": POSITIVE,
-    "postprocess.voting_thresh": FRACTION,
-    "postprocess.fusion_topk": POSITIVE,
-    "evaluation.tiou_thresholds": UP_TO_ONE,
-    "evaluation.recall_topk": POSITIVE,
-    "evaluation.recall_tiou_thresholds": UP_TO_ONE,
-    "callbacks.visualization.every_n_epochs": POSITIVE,
-    "callbacks.visualization.num_instances": NON_NEGATIVE,
-    "callbacks.visualization.num_videos": NON_NEGATIVE,
-    "callbacks.visualization.top_k": POSITIVE,
-    "callbacks.visualization.tiou_thresh": UP_TO_ONE,
-    "callbacks.visualization.dpi": POSITIVE,
-}
 
-# list-valued keys that need at least one entry (their entries obey CONSTRAINTS)
-NON_EMPTY: frozenset[str] = frozenset({"evaluation.tiou_thresholds"})
+def at_least(minimum: int) -> Constraint:
+    """An integer of at least ``minimum``."""
+    return _constraint(lambda v: v >= minimum, f">= {minimum}", minimum)
+
+
+class NonEmpty:
+    """``Annotated`` marker of a list that needs at least one entry."""
+
+
+NON_EMPTY = NonEmpty()
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a field or parameter declares: its type and its ``Annotated`` metadata."""
+
+    hint: Any
+    constraints: tuple[Constraint, ...]
+    non_empty: bool
 
 
 def key_name(key: str) -> str:
@@ -133,81 +114,119 @@ def key_name(key: str) -> str:
     return f"{key} (alias {ALIASES[key]})" if key in ALIASES else key
 
 
-def _network_rules(block: Mapping[str, Any]) -> list[str]:
-    d_emb, n_heads, stream_dims = block["d_emb"], block["n_heads"], block.get("stream_dims")
-    found = []
-    if d_emb % n_heads:
-        found.append(
-            f"{key_name('model.network.d_emb')}: {d_emb} is not a multiple of "
-            f"{key_name('model.network.n_heads')} = {n_heads}"
-        )
-    if stream_dims is not None and sum(stream_dims) != d_emb:
-        found.append(
-            f"model.network.stream_dims: {list(stream_dims)} sum to {sum(stream_dims)}, "
-            f"not {key_name('model.network.d_emb')} = {d_emb}"
-        )
-    return found
+def declared(target: Callable[..., Any]) -> dict[str, Declared]:
+    """The fields of a dataclass, or the parameters of a constructor or function (less
+    ``self``, ``*args``, ``**kwargs``), with what each declares."""
+    if is_dataclass(target):
+        names = [f.name for f in fields(target)]
+    else:
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        params = inspect.signature(target).parameters.values()
+        names = [p.name for p in params if p.kind not in variadic and p.name != "self"]
+    init = target.__init__ if inspect.isclass(target) and not is_dataclass(target) else target
+    hints = typing.get_type_hints(init, include_extras=True)
+    return {name: _declaration(hints.get(name, Any)) for name in names}
 
 
-def _ascl_rules(block: Mapping[str, Any]) -> list[str]:
-    if block["mode"] != "windows" or block["memory_size"] == 0:
-        return []
-    return [
-        f"model.ascl.mode=windows keeps no memory queue, but model.ascl.memory_size is "
-        f"{block['memory_size']} (topk mode's): set model.ascl.memory_size=0, and "
-        "model.ascl.tau=0.07 for the released prototype's temperature"
-    ]
+def _declaration(hint: Any) -> Declared:
+    if typing.get_origin(hint) is not Annotated:
+        return Declared(hint, (), False)
+    base, *extras = typing.get_args(hint)
+    constraints = tuple(e for e in extras if isinstance(e, Constraint))
+    return Declared(base, constraints, any(isinstance(e, NonEmpty) for e in extras))
 
 
-# cross-key rules of a block, run once every value has its type: block -> problems
-RULES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
-    "model.network": _network_rules,
-    "model.ascl": _ascl_rules,
-}
+def check_settings(
+    target: Callable[..., Any], block: Mapping[str, Any], where: str, supplied: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The keyword arguments that ``block`` (the config block at the full key ``where``)
+    gives ``target``, checked: the keys are exactly the declared ones less ``supplied``
+    (those come from the code), each value fits its type and constraints, and the
+    target's ``config_rules`` hold. A list given for a tuple becomes a tuple (YAML has
+    none); a block for a dataclass-typed field becomes that dataclass (:func:`settings_from`
+    at ``where.field``).
 
-
-def settings_from(cls: type[Settings], block: Mapping[str, Any], where: str) -> Settings:
-    """``cls(**block)`` for a dataclass ``cls``, the block checked first (module docstring).
-
-    A list given for a tuple-typed field becomes a tuple (YAML has no tuples); a field whose
-    type is a dataclass takes a block of its own, built the same way (``where.field``).
+    Raises:
+        ConfigValueError: one line naming each key at fault.
     """
-    names = {f.name for f in fields(cls)}
-    _check(set(block), names, names, where)
-    hints = _hints(cls)
-    nested = {
-        k: settings_from(hints[k], v, f"{where}.{k}") for k, v in _blocks(block, hints, where)
+    declarations = {n: d for n, d in declared(target).items() if n not in supplied}
+    _check_keys(set(block), set(declarations), where)
+    values, problems = {}, []
+    for name, value in block.items():
+        key, declaration = f"{where}.{name}", declarations[name]
+        if is_dataclass(declaration.hint):
+            if not isinstance(value, Mapping):
+                raise ConfigValueError(f"{key}: expected a block of keys, got {value!r}")
+            values[name] = settings_from(declaration.hint, value, key)
+            continue
+        problem = _value_problem(key, value, declaration)
+        if problem:
+            problems.append(problem)
+        values[name] = _tuple_if_needed(value, declaration.hint)
+    rules = getattr(target, "config_rules", None)
+    if not problems and rules is not None:
+        problems = rules(values, lambda name: key_name(f"{where}.{name}"))
+    if problems:
+        raise ConfigValueError("; ".join(problems))
+    return values
+
+
+def settings_from(
+    target: Callable[..., Any], block: Mapping[str, Any], where: str, **supplied: Any
+) -> Any:
+    """``target(**block, **supplied)``, the block checked first (:func:`check_settings`):
+    a settings dataclass, or the object a constructor of ours builds."""
+    return target(**check_settings(target, block, where, tuple(supplied)), **supplied)
+
+
+def target_of(block: Mapping[str, Any]) -> Callable[..., Any] | None:
+    """What a block of ours feeds: the class or function its ``_target_`` names, or that
+    class's ``settings_class`` where it has one (a data module's block feeds that
+    dataclass); None for a third-party ``_target_`` or none."""
+    target = block.get("_target_")
+    if not isinstance(target, str) or not target.startswith("asl_tal."):
+        return None
+    found = get_object(target)
+    return getattr(found, "settings_class", found)
+
+
+def from_target(block: Mapping[str, Any], where: str, **supplied: Any) -> Any:
+    """What the ``_target_`` of a block of ours builds from the block's other keys and the
+    ``supplied`` arguments (:func:`settings_from`). Hydra's own keys (``_partial_``...) mean
+    nothing here: the code supplies what a partial would leave out."""
+    values = {key: value for key, value in block.items() if key not in HYDRA_KEYS}
+    return settings_from(get_object(block["_target_"]), values, where, **supplied)
+
+
+def check_values(block: Mapping[str, Any], where: str, declared_by: Callable[..., Any]) -> None:
+    """Raise like :func:`check_settings` when a value of ``block`` that ``declared_by``
+    declares does not fit its declaration; the keys it does not declare are not checked
+    (a third-party block: the library takes them). ``where`` is the block's full key (""
+    for top-level keys)."""
+    declarations = declared(declared_by)
+    problems = [
+        _value_problem(f"{where}.{name}" if where else name, value, declarations[name])
+        for name, value in block.items()
+        if name in declarations
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ConfigValueError("; ".join(problems))
+
+
+def trusted_bounds(target: Callable[..., Any]) -> dict[str, tuple[int, int]]:
+    """``(minimum, trusted_max)`` of each field or parameter of ``target`` that declares
+    the largest value a checkpoint may ask for (:meth:`Constraint.up_to`)."""
+    return {
+        name: (c.minimum, c.trusted_max)
+        for name, d in declared(target).items()
+        for c in d.constraints
+        if c.trusted_max is not None
     }
-    _check_values({k: v for k, v in block.items() if k not in nested}, hints, where)
-    return cls(**{k: nested.get(k, _tuple_if_needed(v, hints.get(k))) for k, v in block.items()})
 
 
-def _blocks(
-    block: Mapping[str, Any], hints: Mapping[str, Any], where: str
-) -> list[tuple[str, Any]]:
-    """The entries of ``block`` whose annotation is a dataclass (a block of their own)."""
-    found = [(k, v) for k, v in block.items() if is_dataclass(hints.get(k))]
-    for k, v in found:
-        if not isinstance(v, Mapping):
-            raise ConfigValueError(f"{where}.{k}: expected a block of keys, got {v!r}")
-    return found
-
-
-def check_keywords(
-    func: Callable[..., Any], block: Mapping[str, Any], where: str, supplied: Sequence[str] = ()
-) -> None:
-    """Raise like :func:`settings_from` when ``block`` is not exactly the keyword arguments
-    of ``func`` that have no default, less the ``supplied`` ones (those come from code), or
-    when a value does not fit ``func``'s annotations or the constraints."""
-    params = inspect.signature(func).parameters
-    names = {n for n in params if n != "self"} - set(supplied)
-    required = {n for n in names if params[n].default is inspect.Parameter.empty}
-    _check(set(block), names, required, where)
-    _check_values(block, _hints(func.__init__ if inspect.isclass(func) else func), where)
-
-
-def _check(given: set[str], names: set[str], required: set[str], where: str) -> None:
-    unknown, missing = sorted(given - names), sorted(required - given)
+def _check_keys(given: set[str], names: set[str], where: str) -> None:
+    unknown, missing = sorted(given - names), sorted(names - given)
     if unknown or missing:
         parts = [f"unknown {', '.join(f'{where}.{k}' for k in unknown)}"] if unknown else []
         parts += [f"missing {', '.join(f'{where}.{k}' for k in missing)}"] if missing else []
@@ -216,41 +235,19 @@ def _check(given: set[str], names: set[str], required: set[str], where: str) -> 
         )
 
 
-def _hints(obj: Any) -> dict[str, Any]:
-    """Resolved annotations of a dataclass or function ({} when they cannot be resolved)."""
-    try:
-        return typing.get_type_hints(obj)
-    except Exception:  # an annotation naming something not importable at run time
-        return {}
-
-
-def check_values(
-    block: Mapping[str, Any], where: str, hints: Mapping[str, Any] | None = None
-) -> None:
-    """Raise like :func:`settings_from` when a value of ``block`` does not fit its type in
-    ``hints`` (name -> annotation; None: no types) or its constraints; unknown and missing
-    keys are not checked. ``where`` is the block's full key ("" for top-level keys)."""
-    _check_values(block, hints or {}, where)
-
-
-def _check_values(block: Mapping[str, Any], hints: Mapping[str, Any], where: str) -> None:
-    problems = []
-    for name, value in block.items():
-        key = f"{where}.{name}" if where else name
-        if name in hints and not matches(value, hints[name]):
-            problems.append(f"{key_name(key)}: expected {describe(hints[name])}, got {value!r}")
-        elif key in NON_EMPTY and _is_list(value) and not value:
-            within = f" {CONSTRAINTS[key][1]}" if key in CONSTRAINTS else ""
-            problems.append(f"{key_name(key)}: must list at least one value{within}, got []")
-        elif key in CONSTRAINTS and value is not None:
-            test, text = CONSTRAINTS[key]
-            values = value if _is_list(value) else [value]
-            if not all(v is None or _satisfies(test, v) for v in values):
-                problems.append(f"{key_name(key)}: must be {text}, got {value!r}")
-    if not problems and where in RULES:
-        problems = RULES[where](block)
-    if problems:
-        raise ConfigValueError("; ".join(problems))
+def _value_problem(key: str, value: Any, declaration: Declared) -> str | None:
+    """What is wrong with ``value`` at ``key`` (None: nothing): type first, then an empty
+    list that needs an entry, then the constraints (None passes; a list: every entry)."""
+    if not matches(value, declaration.hint):
+        return f"{key_name(key)}: expected {describe(declaration.hint)}, got {value!r}"
+    within = "".join(f" {c.text}" for c in declaration.constraints)
+    if declaration.non_empty and _is_list(value) and not value:
+        return f"{key_name(key)}: must list at least one value{within}, got []"
+    values = value if _is_list(value) else [value]
+    for constraint in declaration.constraints:
+        if not all(v is None or _satisfies(constraint.test, v) for v in values):
+            return f"{key_name(key)}: must be {constraint.text}, got {value!r}"
+    return None
 
 
 def _satisfies(test: Callable[[Any], bool], value: Any) -> bool:

@@ -16,7 +16,12 @@ import torch
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
-from asl_tal.checkpoints import load_checkpoint, upgrade_hparams
+from asl_tal.checkpoints import (
+    CheckpointMismatchError,
+    check_model_bounds,
+    load_checkpoint,
+    upgrade_hparams,
+)
 from asl_tal.lit_module import ASLLitModule
 
 LEGACY = json.loads((Path(__file__).parent / "legacy_hparams.json").read_text())
@@ -65,7 +70,7 @@ def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": LEGACY, "state_dict": weights}, path)
     module = load_checkpoint(path, ["a", "b", "c"], 8)
-    assert module.detector.objective.ascl.tau == 0.1
+    assert module.detector.objective.ascl.settings.tau == 0.1
     assert module.hparams.model["network"]["d_emb"] == LEGACY["model"]["d_emb"]
     for name, value in module.state_dict().items():
         assert torch.equal(value, weights[name]), name
@@ -86,3 +91,18 @@ def test_null_meant_the_code_values_of_then(ascl, tau, memory_size):
     assert (model["ascl"]["tau"], model["ascl"]["memory_size"]) == (tau, memory_size)
     assert model["points"]["regression_ranges"] == [[0, 4], [4, 8], [8, 16], [16, math.inf]]
     assert hparams["model"]["ascl"]["tau"] is None  # the checkpoint's own copy is left alone
+
+
+def test_a_checkpoint_asks_for_no_more_than_the_settings_trust(tmp_path):
+    """The bounds come from the settings' declarations: l3 up to 12, 16 feature streams."""
+    hparams = upgrade_hparams(LEGACY)
+    hparams["model"]["network"]["l3"] = 13
+    with pytest.raises(
+        CheckpointMismatchError, match=r"l3=13 is outside the supported range 0\.\.12"
+    ):
+        check_model_bounds(hparams, tmp_path / "x.ckpt")
+    hparams["model"]["network"].update(l3=3, input_dim=[8] * 17)
+    with pytest.raises(CheckpointMismatchError, match=r"input_dim=17 is outside the supported"):
+        check_model_bounds(hparams, tmp_path / "x.ckpt")
+    hparams["model"]["network"]["input_dim"] = 8
+    check_model_bounds(hparams, tmp_path / "x.ckpt")

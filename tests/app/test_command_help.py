@@ -1,10 +1,11 @@
 """``--help`` of the commands: eval and predict lead with their own keys, required keys read
-``???``, the dataset choices are datasets, asl-evaluate's help is plain text."""
+``???``, the dataset choices are datasets, asl-evaluate's help is plain text, ``python -m
+asl_tal.train`` is asl-train."""
 
 from __future__ import annotations
 
 import pytest
-from helpers.commands import run_command
+from helpers.commands import run_command, run_module
 
 DATASETS = (
     "anet_i3d, anet_tsp, charades, custom, ego4d_mq, epic_noun, epic_verb, multithumos, "
@@ -45,3 +46,10 @@ def test_asl_evaluate_help_is_plain_text():
     assert "fractions in [0, 1]" in out
     for markup in ("``", ":class:", ":mod:", ":func:", "docs/"):
         assert markup not in out, markup
+
+
+def test_python_m_asl_tal_train_runs_the_train_command():
+    # Hydra names the job after the module that holds the task function: still "train" (the
+    # help's app name here, the run's train.log)
+    out = run_module("asl_tal.train", "--help").stdout
+    assert out.startswith("train is powered by Hydra.")

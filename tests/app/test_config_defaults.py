@@ -2,8 +2,8 @@
 default, and every block of ours feeds something that declares exactly its keys.
 
 The blocks come from the configs themselves: every option of every config group is
-composed, and each block found in it is a ``_target_`` of ours (the class or function it
-names, or that class's ``settings_class``), a block that ``asl_tal.app.CONFIG_BLOCKS`` says
+composed, and each block found in it is a ``_target_`` of ours (what it feeds:
+``asl_tal.settings.target_of``), a block that ``asl_tal.app.CONFIG_BLOCKS`` says
 what it feeds, a third-party ``_target_`` (torch, Lightning: left alone) or a group of
 blocks (``callbacks``, ``logger``). A new block of ours is covered without editing this file.
 """
@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from asl_tal.conf import compose
-from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from asl_tal.app import CONFIG_BLOCKS
+from asl_tal.settings import HYDRA_KEYS, target_of
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
-# the keys of a config node that Hydra reads, not arguments
-HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 # nodes whose own values are no block: the entry points' keys (train, eval, predict), the
 # stable interface's model keys (l1..l4, d_emb, ...) and the folders, which blocks interpolate
 ROOTS = {"", "model", "paths"}
@@ -57,12 +55,10 @@ def feeds(path: str, block: dict) -> Fed | None:
     block (a third-party ``_target_``, a group of blocks)."""
     if path in CONFIG_BLOCKS:
         return CONFIG_BLOCKS[path]
-    target = block.get("_target_")
-    if not isinstance(target, str) or not target.startswith("asl_tal."):
+    target = target_of(block)
+    if target is None:
         return None
-    found = get_object(target)
-    found = getattr(found, "settings_class", found)
-    return found, tuple(name for name in parameters(found) if name not in block)
+    return target, tuple(name for name in parameters(target) if name not in block)
 
 
 def parameters(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:

@@ -9,9 +9,10 @@ model has ``d_emb 64``, ``n_heads 4``, ``l3 5``.
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 from asl_tal.conf import compose
@@ -20,12 +21,14 @@ from helpers.model_defaults import model_config
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from asl_tal.app import check_run_config
 from asl_tal.data.datamodules import TALDataModule
 from asl_tal.objective.sensitivity import EVALUATOR_MASKS, SENSITIVITY_MODES
 from asl_tal.objective.settings import SensitivitySettings, check_model_config
 from asl_tal.settings import (
+    POSITIVE,
     ConfigValueError,
-    check_keywords,
+    check_settings,
     describe,
     matches,
     settings_from,
@@ -77,21 +80,26 @@ def test_settings_from_checks_types_and_makes_tuples():
     assert str(err.value) == "demo.size: expected an integer, got '2'"
 
 
-def test_check_keywords_reads_the_constructor_annotations():
-    def build(*, width: int, mode: str = "a") -> None: ...
+def test_check_settings_reads_a_constructor_and_its_declarations():
+    def build(*, width: Annotated[int, POSITIVE], mode: Literal["a", "b"]) -> None: ...
 
-    check_keywords(build, {"width": 3}, "demo")
+    assert check_settings(build, {"width": 3, "mode": "a"}, "demo") == {"width": 3, "mode": "a"}
     with pytest.raises(ConfigValueError, match=r"^demo\.width: expected an integer, got 3\.5$"):
-        check_keywords(build, {"width": 3.5}, "demo")
+        check_settings(build, {"width": 3.5, "mode": "a"}, "demo")
+    with pytest.raises(ConfigValueError, match=r"^demo\.width: must be > 0, got 0$"):
+        check_settings(build, {"width": 0, "mode": "a"}, "demo")
     with pytest.raises(ConfigValueError, match=r"^demo: unknown demo\.depth"):
-        check_keywords(build, {"width": 3, "depth": 1}, "demo")
+        check_settings(build, {"width": 3, "mode": "a", "depth": 1}, "demo")
+    # what the code supplies is no key of the block
+    assert check_settings(build, {"width": 3}, "demo", supplied=("mode",)) == {"width": 3}
 
 
-def test_literals_of_the_sensitivity_settings_match_the_code():
-    hints = SensitivitySettings.__annotations__
-    assert "Literal" in hints["normalize"] and "Literal" in hints["evaluator_mask"]
-    assert all(repr(m) in hints["normalize"] for m in SENSITIVITY_MODES)
-    assert all(repr(m) in hints["evaluator_mask"] for m in EVALUATOR_MASKS)
+def test_allowed_values_are_spelled_once():
+    """The tuples the code checks against are the ``Literal`` of the settings' field."""
+    hints = typing.get_type_hints(SensitivitySettings)
+    assert typing.get_args(hints["normalize"]) == SENSITIVITY_MODES == ("none", "mean")
+    masks = ("inside_gt", "positives")
+    assert typing.get_args(hints["evaluator_mask"]) == EVALUATOR_MASKS == masks
 
 
 # (block, key, value) -> the message, by hand
@@ -285,3 +293,21 @@ def test_train_without_any_fps(tmp_path):
         "that file, as dataset.fps=<fps> for every video, or as dataset.default_fps=<fps> "
         "for the videos without one",
     )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scheduler.eta_min=abc", "scheduler.eta_min: expected a number, got 'abc'"),
+        ("+scheduler.gamma=0.1", "scheduler: unknown scheduler.gamma"),
+        ("callbacks.visualization.dpi=0", "callbacks.visualization.dpi: must be > 0, got 0"),
+        ("optimizer.weight_decay=-1", "optimizer.weight_decay: must be >= 0, got -1"),
+    ],
+)
+def test_the_schedule_and_callbacks_of_ours_are_checked_before_a_run(override, message):
+    """Blocks whose ``_target_`` is ours feed what it names, checked like every block; of a
+    torch optimizer's block, the keys we declare."""
+    cfg = compose("train", ["paths.output_dir=out", override])
+    with pytest.raises(ConfigValueError) as err:
+        check_run_config(cfg, training=True)
+    assert str(err.value).startswith(message)

@@ -9,7 +9,7 @@ from asl_tal.conf import compose
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from asl_tal import train
+from asl_tal.cli import train
 from asl_tal.detector import ASLDetector
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from asl_tal.checkpoints import load_checkpoint
+from asl_tal.cli.export import ExportedDetector, export_checkpoint, main
 from asl_tal.data.batch import VideoMeta
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import VideoSample
-from asl_tal.export import ExportedDetector, export_checkpoint, main
 
 # the tiny config: 64-wide features, l3=3 down-sampling blocks -> strides 1..8
 INPUT_DIM, COARSEST_STRIDE = 64, 2**3

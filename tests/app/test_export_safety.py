@@ -21,13 +21,13 @@ import torch
 from helpers.model_defaults import model_config, postprocess_config
 
 from asl_tal.app import user_errors
-from asl_tal.detector import ASLDetector
-from asl_tal.export import (
+from asl_tal.cli.export import (
     ExportedDetector,
     artifact_metadata,
     export_detector,
     write_artifact,
 )
+from asl_tal.detector import ASLDetector
 
 CLASSES = ["jump", "run"]
 # 8-wide features, one down-sampling block -> required multiple 2

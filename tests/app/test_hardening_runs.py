@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from helpers.commands import process_env, run_command
+from helpers.commands import entry_point, process_env, run_command
 from helpers.model_defaults import visualization_callback
 from helpers.runs import error_line, tiny
 from matplotlib.figure import Figure
@@ -154,7 +154,7 @@ def test_a_windows_drive_letter_is_a_local_path():
 def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(tmp_path):
     # the default hydra.run.dir (relative to the working directory); without ckpt_path each
     # run stops right after Hydra made its directory
-    command = [sys.executable, "-m", "asl_tal.eval"]
+    command = [sys.executable, "-m", entry_point("eval")[0]]
     procs = [
         subprocess.Popen(
             command,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers.runs import fingerprint, one_error_line
 
-from asl_tal import convert, evaluate, export, publish
+from asl_tal.cli import convert, export, publish, score
 from asl_tal.outputs import OutputError, check_output
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -63,7 +63,7 @@ def test_the_scorer_never_writes_over_its_inputs_or_another_file(capsys, tmp_pat
     before = files_of(tmp_path)
     cases = [(gt, "the --gt file"), (pred, "the --pred file"), (notes, "not a metrics file")]
     for out, words in cases:
-        assert evaluate.cli(["--gt", str(gt), "--pred", str(pred), "--out", str(out)]) == 2
+        assert score.cli(["--gt", str(gt), "--pred", str(pred), "--out", str(out)]) == 2
         one_error_line(capsys.readouterr().err, f"--out {out}", words)
     assert files_of(tmp_path) == before
 
@@ -73,8 +73,8 @@ def test_the_scorer_replaces_its_own_metrics_file(tmp_path):
     out.write_text(
         json.dumps({"tiou": [0.5], "mAP": [0.1], "average_mAP": 0.1, "per_class_AP": {}})
     )
-    assert evaluate.is_metrics_file(out)
-    check_output(out, "--out", [], ours=evaluate.is_metrics_file, kind="a metrics file")
+    assert score.is_metrics_file(out)
+    check_output(out, "--out", [], ours=score.is_metrics_file, kind="a metrics file")
 
 
 def test_convert_never_writes_over_an_input_csv(capsys, tmp_path):

@@ -14,10 +14,10 @@ from helpers.commands import run_command
 from helpers.runs import read_json, tiny
 from matplotlib.colors import to_rgba
 
+from asl_tal.cli.predict import check_output, is_predict_output, predict
 from asl_tal.data.annotations import ClassMap
 from asl_tal.outputs import OutputError
 from asl_tal.postprocess.decode import Detections
-from asl_tal.predict import check_output, is_predict_output, predict
 from asl_tal.submission import write_results
 from asl_tal.viz import plot_detections, write_plots
 

@@ -14,10 +14,10 @@ import pytest
 from helpers.commands import run_command
 from helpers.runs import read_json
 
+from asl_tal.cli.predict import guard_predict_step, is_predict_results
+from asl_tal.cli.predict import main as predict_main
 from asl_tal.data.feature_folder import Skipped
 from asl_tal.lit_module import ASLLitModule
-from asl_tal.predict import guard_predict_step, is_predict_results
-from asl_tal.predict import main as predict_main
 
 DIM = 64  # the tiny config's feature width
 

@@ -8,8 +8,8 @@ import torch
 from asl_tal.conf import compose
 from helpers.runs import read_json
 
-from asl_tal.predict import predict
-from asl_tal.publish import main, publish_checkpoint
+from asl_tal.cli.predict import predict
+from asl_tal.cli.publish import main, publish_checkpoint
 
 EMA = "ema.module."
 

@@ -17,9 +17,9 @@ import torch
 from helpers.commands import run_command
 from helpers.runs import error_line
 
-from asl_tal import export
+from asl_tal.cli import export
 
-# the range text of asl_tal.settings.CONSTRAINTS, written out
+# the range text of the settings' declarations (asl_tal.settings), written out
 TRAIN_CASES = {
     "seed=abc": "seed: expected an integer, got 'abc'",
     "optimizer.lr=-1": "optimizer.lr: must be a finite number > 0, got -1",

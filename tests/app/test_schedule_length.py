@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from helpers.commands import run_command
 
-from asl_tal import train as train_entry
-from asl_tal.train import check_epochs
+from asl_tal.cli import train as train_entry
+from asl_tal.cli.train import check_epochs
 
 
 def test_max_epochs_off_the_schedule_is_one_error_line(tmp_path):

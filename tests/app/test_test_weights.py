@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from asl_tal.conf import compose
 
-from asl_tal.train import choose_test_weights, train
+from asl_tal.cli.train import choose_test_weights, train
 
 
 def videos(*ids: str) -> dict[str, None]:
@@ -90,7 +90,7 @@ def test_a_run_selecting_on_other_videos_reports_the_best_and_the_last_epoch(tmp
 
 
 def test_an_unknown_setting_is_one_error_line(tmp_path, monkeypatch, capsys):
-    from asl_tal.train import hydra_main
+    from asl_tal.cli.train import hydra_main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["asl-train", "test_weights=newest", "logger=none"])

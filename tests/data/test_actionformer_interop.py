@@ -11,15 +11,15 @@ import pytest
 from asl_tal.conf import compose
 from omegaconf import OmegaConf
 
-from asl_tal.convert import main as convert_main
-from asl_tal.data import actionformer_config
-from asl_tal.data.actionformer_config import (
+from asl_tal.cli.convert import main as convert_main
+from asl_tal.data.datamodules import DatasetNotFoundError, TALDataModule
+from asl_tal.interop import actionformer_config
+from asl_tal.interop.actionformer_config import (
     ActionFormerConfigError,
     hydra_overrides,
     override_value,
     translate_actionformer_config,
 )
-from asl_tal.data.datamodules import DatasetNotFoundError, TALDataModule
 
 # A THUMOS config in ActionFormer's layout (its configs/thumos_i3d.yaml keys), with values
 # chosen to differ from our thumos14 row wherever a key is mapped

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from helpers.commands import Result, run_command
 
-from asl_tal.convert import main as convert_main
+from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
-from asl_tal.data.converters import (
+from asl_tal.interop.releases import (
     charades_to_json,
     ego4d_to_json,
     epic_to_json,

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asl_tal.convert import main as convert_main
+from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
-from asl_tal.data.opentad import OpenTADFeatures, opentad_to_json
+from asl_tal.interop.opentad import OpenTADFeatures, opentad_to_json
 
 # OpenTAD's THUMOS layout: subsets training / validation, a frame count, no fps, no label_id
 DATABASE = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import threading
@@ -14,6 +15,7 @@ import pytest
 from asl_tal.data import synthetic
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.synthetic import SyntheticConfig, ensure_synthetic, generate, shipped_config
+from asl_tal.settings import ConfigValueError, settings_from
 
 SMALL = {"num_videos": 12, "dim": 16, "min_length": 40, "max_length": 80, "max_action": 30}
 
@@ -225,3 +227,24 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert len(videos) == 6 and class_map.num_classes <= 3
     vid = next(iter(videos))
     assert np.load(tmp_path / "features" / f"{vid}.npy").shape[1] == 8
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"num_videos": 2}, "dataset.generator.num_videos: must be >= 3, got 2"),
+        (
+            {"min_length": 6},
+            "dataset.generator.min_length: 6 is below twice dataset.generator.min_action = 4",
+        ),
+        (
+            {"max_action": 3},
+            "dataset.generator.max_action: 3 is below dataset.generator.min_action = 4",
+        ),
+    ],
+)
+def test_generator_values_are_checked_like_every_block(change, message):
+    block = {**dataclasses.asdict(shipped_config()), **change}
+    with pytest.raises(ConfigValueError) as err:
+        settings_from(SyntheticConfig, block, "dataset.generator")
+    assert str(err.value) == message

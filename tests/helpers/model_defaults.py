@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from asl_tal.callbacks import VisualizationCallback
 from asl_tal.data.dataset import SampleConfig
-from asl_tal.objective.ascl import ASCLoss
+from asl_tal.objective.ascl import ASCLoss, ASCLSettings
 from asl_tal.objective.objective import ASLObjective
 from asl_tal.postprocess.config import PostprocessConfig
+from asl_tal.settings import from_target
 
 
 @functools.cache
@@ -66,16 +67,15 @@ def postprocess_config(**overrides: Any) -> PostprocessConfig:
 
 
 def visualization_callback(**overrides: Any) -> VisualizationCallback:
-    """A :class:`VisualizationCallback` with the ``callbacks.visualization`` block's values
-    (``conf/callbacks/default.yaml``), ``overrides`` applied."""
+    """A :class:`VisualizationCallback` built from the ``callbacks.visualization`` block
+    (``conf/callbacks/default.yaml``), ``overrides`` applied, as runs build it."""
     block = OmegaConf.to_container(compose("train").callbacks.visualization, resolve=True)
-    block.pop("_target_")
-    return VisualizationCallback(**{**block, **overrides})
+    return from_target({**block, **overrides}, "callbacks.visualization")
 
 
 def make_ascl(d: int, **overrides: Any) -> ASCLoss:
     """An :class:`ASCLoss` of width ``d`` with the default ``model.ascl`` block, changed."""
-    return ASCLoss(d, **{**model_config()["ascl"], **overrides})
+    return ASCLoss(d, ASCLSettings(**{**model_config()["ascl"], **overrides}))
 
 
 def sample_config(**overrides: Any) -> SampleConfig:

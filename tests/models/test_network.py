@@ -227,7 +227,10 @@ def test_gaussian_lr_scale_trains_the_gaussians_at_a_multiple_of_the_rate() -> N
     ratio."""
     cfg = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01, "weight_decay": 0.0}
     model = nn.ModuleDict(
-        {"sens": ClassSensitivity(2, True, "none", lr_scale=10.0), "layer": nn.Linear(2, 1)}
+        {
+            "sens": ClassSensitivity(2, True, "none", lr_scale=10.0, loc_sigma_init=1.0),
+            "layer": nn.Linear(2, 1),
+        }
     )
     optimizer = build_optimizer(model, cfg)
     by_rate = {group["lr"]: group for group in optimizer.param_groups}

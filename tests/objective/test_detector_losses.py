@@ -66,7 +66,7 @@ def test_losses_equal_for_longest_and_max_seq_len_padding(sensitivity):
 def test_batch_without_any_action_trains():
     """Every crop of the batch dropped its actions: no positive, no GT row for Phi or ASCL."""
     detector = small_detector()  # full ASL, ASCL in topk mode (Phi on every GT frame)
-    assert detector.objective.ascl is not None and detector.objective.ascl.mode == "topk"
+    assert detector.objective.ascl is not None and detector.objective.ascl.settings.mode == "topk"
     generator = torch.Generator().manual_seed(3)
     feats = [torch.randn(D_IN, 40, generator=generator), torch.randn(D_IN, 56, generator=generator)]
     no_gt = torch.full((2, 1), -1)

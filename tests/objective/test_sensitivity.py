@@ -17,7 +17,7 @@ def g(x, mu, sigma):
 
 
 def test_class_sensitivity_by_formula():
-    sens = ClassSensitivity(3, True, "none")
+    sens = ClassSensitivity(3, True, "none", lr_scale=1.0, loc_sigma_init=1.0)
     with torch.no_grad():
         sens.mu_cls[2], sens.sigma_cls[2] = 0.1, 0.5
         sens.mu_L[2], sens.sigma_L[2] = -0.3, 0.7
@@ -34,7 +34,9 @@ def test_class_sensitivity_by_formula():
 
 def test_initial_values_and_stride_switch():
     t, seg, label = torch.tensor([7.0]), torch.tensor([[4.0, 8.0]]), torch.tensor([0])
-    p_cls, p_loc = ClassSensitivity(1, False, "none")(t, torch.tensor([4.0]), seg, label)
+    p_cls, p_loc = ClassSensitivity(1, False, "none", lr_scale=1.0, loc_sigma_init=1.0)(
+        t, torch.tensor([4.0]), seg, label
+    )
     x = (6.0 - 7.0) / 4.0  # stride ignored
     assert p_cls.item() == pytest.approx(g(x, 0.0, 1.0), rel=1e-6)
     assert p_loc.item() == pytest.approx(0.5 * (g(x, -0.5, 1.0) + g(x, 0.5, 1.0)), rel=1e-6)
@@ -52,7 +54,7 @@ def test_narrow_boundary_gaussians_make_p_loc_peak_at_the_boundaries():
     """``loc_sigma_init`` 0.25 on ``[0, 10]``: at the ends (x = -0.5, 0.5) one Gaussian is
     at its peak, p_loc = (1 + e^-8) / 2; at the centre both are 2 sigma away, p_loc = e^-2.
     p_cls keeps its sigma 1."""
-    sens = ClassSensitivity(1, False, "none", loc_sigma_init=0.25)
+    sens = ClassSensitivity(1, False, "none", lr_scale=1.0, loc_sigma_init=0.25)
     assert sens.sigma_L.tolist() == [0.25] and sens.sigma_R.tolist() == [0.25]
     t = torch.tensor([0.0, 5.0, 10.0])
     seg = torch.tensor([[0.0, 10.0]] * 3)
@@ -63,7 +65,7 @@ def test_narrow_boundary_gaussians_make_p_loc_peak_at_the_boundaries():
 
 
 def test_mean_normalisation_per_group():
-    sens = ClassSensitivity(2, True, "mean")
+    sens = ClassSensitivity(2, True, "mean", lr_scale=1.0, loc_sigma_init=1.0)
     t = torch.tensor([1.0, 2.0, 3.0, 10.0, 11.0])
     seg = torch.tensor([[0.0, 4.0]] * 3 + [[9.0, 13.0]] * 2)
     group = torch.tensor([0, 0, 0, 1, -1])
@@ -80,7 +82,7 @@ def test_mean_normalisation_of_a_gaussian_too_narrow_for_every_point():
     """sigma 1e-3 far from both points: exp underflows to 0 on each, so p / mean(p) would be
     0 / 0. Relative to the nearer point (x 0.25) the farther one (x 0.5) has
     exp(-(0.5² - 0.25²) / 2e-6) = 0, so the weights are [2, 0]: mean 1, finite gradients."""
-    sens = ClassSensitivity(1, False, "mean")
+    sens = ClassSensitivity(1, False, "mean", lr_scale=1.0, loc_sigma_init=1.0)
     with torch.no_grad():
         sens.sigma_cls[0] = 1e-3
         sens.sigma_L[0] = sens.sigma_R[0] = 1e-3
@@ -96,7 +98,7 @@ def test_mean_normalisation_of_a_gaussian_too_narrow_for_every_point():
 
 
 def test_gradients_reach_gaussian_parameters():
-    sens = ClassSensitivity(2, True, "none")
+    sens = ClassSensitivity(2, True, "none", lr_scale=1.0, loc_sigma_init=1.0)
     p_cls, p_loc = sens(
         torch.tensor([3.0]), torch.tensor([1.0]), torch.tensor([[0.0, 4.0]]), torch.tensor([1])
     )

@@ -1,8 +1,9 @@
 """Lightning DataModules: one reading the on-disk format for every benchmark, and the
 synthetic benchmark's, which generates itself on first use.
 
-Every constructor keyword comes straight from the Hydra ``dataset`` config
-(``conf/dataset/<name>.yaml`` holds a benchmark's values, ``conf/dataset_defaults.yaml`` the rest).
+The ``dataset`` config block, less its ``_target_`` (which names the class), is one settings
+dataclass, :class:`DataConfig` (:meth:`TALDataModule.from_config`; ``conf/dataset/<name>.yaml``
+holds a benchmark's values, ``conf/dataset_defaults.yaml`` the rest).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
@@ -34,7 +35,14 @@ from asl_tal.data.features import FeatureReader, FeatureStream
 from asl_tal.data.holdout import held_out_ids
 from asl_tal.data.preflight import PreflightReport, check_feature_files
 from asl_tal.data.sampling import EpochDataLoader, EpochShuffleSampler
-from asl_tal.settings import settings_from
+from asl_tal.settings import (
+    BELOW_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    UP_TO_ONE,
+    settings_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,36 +80,37 @@ class DataConfig:
     file_prefix: str | list[str | None] | None
     file_ext: str | list[str]
     hdf5_file: str | list[str | None] | None
-    input_dim: int | list[int]
-    num_classes: int
+    input_dim: Annotated[int | list[int], POSITIVE]
+    num_classes: Annotated[int, POSITIVE]
     train_subset: list[str] | str
     val_subset: list[str] | str
     test_subset: list[str] | str
-    batch_size: int
-    eval_batch_size: int | None
-    num_workers: int
+    batch_size: Annotated[int, POSITIVE]
+    eval_batch_size: Annotated[int | None, POSITIVE]
+    num_workers: Annotated[int, NON_NEGATIVE]
     pin_memory: bool
     persistent_workers: bool
     cache_features: bool
     seed: int
     ext_score_file: str | None
     class_agnostic: bool | None
-    clip_tolerance: float
-    clip_tolerance_relative: float
+    clip_tolerance: Annotated[float, NON_NEGATIVE]
+    clip_tolerance_relative: Annotated[float, NON_NEGATIVE]
     preflight: bool
     length_mismatch: Literal["error", "warn"]
     train_padding: Literal["longest", "max_seq_len"]
-    val_holdout: float
-    fps: float | None
-    default_fps: float | None
-    feat_stride: float | None
-    feat_window: float | None
-    max_seq_len: int | None
-    fixed_length: int | None
+    # 1.0 would hold out every training video
+    val_holdout: Annotated[float, BELOW_ONE]
+    fps: Annotated[float | None, POSITIVE]
+    default_fps: Annotated[float | None, POSITIVE]
+    feat_stride: Annotated[float | None, POSITIVE]
+    feat_window: Annotated[float | None, POSITIVE]
+    max_seq_len: Annotated[int | None, POSITIVE]
+    fixed_length: Annotated[int | None, POSITIVE]
     crop_after_resample: bool
     resample_geometry: str
-    crop_ratio: tuple[float, float] | None
-    trunc_thresh: float
+    crop_ratio: Annotated[tuple[float, float] | None, UP_TO_ONE]
+    trunc_thresh: Annotated[float, FRACTION]
 
 
 @dataclass(frozen=True)

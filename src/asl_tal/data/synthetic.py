@@ -29,15 +29,17 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from importlib.resources import files
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 from filelock import FileLock
 from omegaconf import OmegaConf
 
-from asl_tal.settings import settings_from
+from asl_tal.settings import FRACTION, POSITIVE, SEED, at_least, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +72,17 @@ class SyntheticConfig:
         burst_rate: expected distractor bursts per 100 steps.
     """
 
-    seed: int
-    num_videos: int
-    num_classes: int
-    dim: int
+    seed: Annotated[int, SEED]
+    num_videos: Annotated[int, at_least(3)]
+    num_classes: Annotated[int, at_least(2)]
+    dim: Annotated[int, POSITIVE]
     min_length: int
     max_length: int
-    min_action: int
+    min_action: Annotated[int, at_least(3)]
     max_action: int
-    max_actions: int
-    overlap_prob: float
-    num_confusers: int
+    max_actions: Annotated[int, POSITIVE]
+    overlap_prob: Annotated[float, FRACTION]
+    num_confusers: Annotated[int, POSITIVE]
     signal: float
     confuser: float
     drift_std: float
@@ -88,26 +90,23 @@ class SyntheticConfig:
     fast_std: float
     fast_phi: float
     white_std: float
-    fade_floor: float
+    fade_floor: Annotated[float, FRACTION]
     burst_rate: float
 
-    def __post_init__(self) -> None:
-        checks = {
-            "num_videos": self.num_videos >= 3,
-            "num_classes": self.num_classes >= 2,
-            "dim": self.dim >= 1,
-            "min_length": self.min_length >= 2 * self.min_action,
-            "max_length": self.max_length >= self.min_length,
-            "min_action": self.min_action >= 3,
-            "max_action": self.max_action >= self.min_action,
-            "max_actions": self.max_actions >= 1,
-            "overlap_prob": 0.0 <= self.overlap_prob <= 1.0,
-            "num_confusers": self.num_confusers >= 1,
-            "fade_floor": 0.0 <= self.fade_floor <= 1.0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"SyntheticConfig: invalid value for {bad}: {self}")
+    @staticmethod
+    def config_rules(values: Mapping[str, Any], key: Callable[[str], str]) -> list[str]:
+        """Room for two of the shortest actions in the shortest video, and ranges whose
+        upper end is not below their lower one."""
+        found = []
+        if values["min_length"] < 2 * values["min_action"]:
+            found.append(
+                f"{key('min_length')}: {values['min_length']} is below twice "
+                f"{key('min_action')} = {values['min_action']}"
+            )
+        for low, high in (("min_length", "max_length"), ("min_action", "max_action")):
+            if values[high] < values[low]:
+                found.append(f"{key(high)}: {values[high]} is below {key(low)} = {values[low]}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -367,16 +366,17 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = replace(
-        shipped_config(),
-        seed=args.seed,
-        num_videos=args.videos,
-        num_classes=args.classes,
-        dim=args.dim,
-        min_length=args.min_length,
-        max_length=args.max_length,
-        max_action=args.max_action,
-    )
+    block = {
+        **asdict(shipped_config()),
+        "seed": args.seed,
+        "num_videos": args.videos,
+        "num_classes": args.classes,
+        "dim": args.dim,
+        "min_length": args.min_length,
+        "max_length": args.max_length,
+        "max_action": args.max_action,
+    }
+    cfg = settings_from(SyntheticConfig, block, "dataset.generator")
     root = ensure_synthetic(args.out, cfg, force=args.force)
     print(root / "annotations.json")
 

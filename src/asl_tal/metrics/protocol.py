@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from asl_tal.metrics.recall import Average
+from asl_tal.settings import NON_EMPTY, POSITIVE, UP_TO_ONE
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,8 @@ class EvaluationSettings:
         recall_average: over all GT instances, or per class then over classes.
     """
 
-    tiou_thresholds: list[float]
-    recall_topk: list[int]
-    recall_tiou_thresholds: list[float]
+    tiou_thresholds: Annotated[list[float], UP_TO_ONE, NON_EMPTY]
+    recall_topk: Annotated[list[int], POSITIVE]
+    recall_tiou_thresholds: Annotated[list[float], UP_TO_ONE]
     recall_strict_greater: bool
     recall_average: Average

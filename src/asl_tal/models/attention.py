@@ -6,6 +6,8 @@ Inputs are channels-last ``(B, T, C)`` and zero on padded steps; masks are ``(B,
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +125,8 @@ class MaskedSelfAttention(nn.Module):
         return out.squeeze(3)
 
 
-CHANNEL_POOLS = ("sum", "mean")
+ChannelPool = Literal["sum", "mean"]
+CHANNEL_POOLS = typing.get_args(ChannelPool)
 
 
 class ChannelAttention(nn.Module):

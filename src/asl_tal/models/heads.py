@@ -6,8 +6,9 @@ Both heads run over all levels at once, packed by :func:`pack_levels` (once for 
 from __future__ import annotations
 
 import itertools
+import typing
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -133,7 +134,8 @@ class ClassificationHead(nn.Module):
         return unpack_levels(self.trunk(levels.feats, levels.mask), levels.lengths)
 
 
-OFFSET_ACTIVATIONS = ("relu", "softplus")
+OffsetActivation = Literal["relu", "softplus"]
+OFFSET_ACTIVATIONS = typing.get_args(OffsetActivation)
 
 
 class LocalizationHead(nn.Module):

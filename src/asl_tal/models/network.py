@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from asl_tal.models.attention import ChannelPool
 from asl_tal.models.encoder import ASLEncoder
-from asl_tal.models.heads import ClassificationHead, LocalizationHead, pack_levels
+from asl_tal.models.heads import ClassificationHead, LocalizationHead, OffsetActivation, pack_levels
 from asl_tal.models.outputs import NetworkOutput
+from asl_tal.settings import (
+    BELOW_ONE,
+    FRACTION,
+    NON_NEGATIVE,
+    ODD,
+    OPEN_FRACTION,
+    POSITIVE,
+)
+
+# the largest sizes a checkpoint may ask for before a network is built from it (the largest
+# published rows use d_emb 512, 8 heads, l1..l3 up to 2/3/8 and 4096-wide features)
+WIDTH = POSITIVE.up_to(8192)
+DEPTH = NON_NEGATIVE.up_to(32)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -63,28 +78,28 @@ class ASLNetwork(nn.Module):
     def __init__(
         self,
         *,
-        input_dim: int | Sequence[int],
+        input_dim: Annotated[int | Sequence[int], POSITIVE.up_to(65536)],
         num_classes: int,
-        stream_dims: Sequence[int] | None,
-        d_emb: int,
-        n_heads: int,
-        l1: int,
-        l2: int,
-        l3: int,
-        head_width: int,
-        head_layers: int,
-        offset_activation: str,
-        t_c_alpha: float,
+        stream_dims: Annotated[Sequence[int] | None, POSITIVE],
+        d_emb: Annotated[int, WIDTH],
+        n_heads: Annotated[int, POSITIVE.up_to(128)],
+        l1: Annotated[int, DEPTH],
+        l2: Annotated[int, DEPTH],
+        l3: Annotated[int, NON_NEGATIVE.up_to(12)],
+        head_width: Annotated[int, WIDTH],
+        head_layers: Annotated[int, POSITIVE.up_to(32)],
+        offset_activation: OffsetActivation,
+        t_c_alpha: Annotated[float, FRACTION],
         channel_attention: bool,
-        channel_pool: str,
+        channel_pool: ChannelPool,
         channel_drop_path: bool,
-        attn_window: int | None,
-        attn_window_levels: int | None,
+        attn_window: Annotated[int | None, ODD],
+        attn_window_levels: Annotated[int | None, NON_NEGATIVE],
         abs_pos_enc: bool,
-        max_seq_len: int,
-        dropout: float,
-        path_drop: float,
-        prior_prob: float,
+        max_seq_len: Annotated[int, POSITIVE.up_to(1 << 20)],
+        dropout: Annotated[float, FRACTION],
+        path_drop: Annotated[float, BELOW_ONE],
+        prior_prob: Annotated[float, OPEN_FRACTION],
         class_counts: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
@@ -119,6 +134,23 @@ class ASLNetwork(nn.Module):
         )
         self.apply(init_weights)
         self.cls_head.reset_prior_bias()
+
+    @staticmethod
+    def config_rules(values: Mapping[str, Any], key: Callable[[str], str]) -> list[str]:
+        """The rules between the ``model.network`` keys (:mod:`asl_tal.settings`): heads
+        that split ``d_emb`` evenly, stream widths that sum to it."""
+        d_emb, n_heads, stream_dims = values["d_emb"], values["n_heads"], values["stream_dims"]
+        found = []
+        if d_emb % n_heads:
+            found.append(
+                f"{key('d_emb')}: {d_emb} is not a multiple of {key('n_heads')} = {n_heads}"
+            )
+        if stream_dims is not None and sum(stream_dims) != d_emb:
+            found.append(
+                f"{key('stream_dims')}: {list(stream_dims)} sum to {sum(stream_dims)}, "
+                f"not {key('d_emb')} = {d_emb}"
+            )
+        return found
 
     @property
     def num_levels(self) -> int:

@@ -19,11 +19,19 @@ An instance of another class on the *same* segment (multi-label rows) is never a
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ASCL_MODES = ("topk", "windows")
+from asl_tal.settings import NON_NEGATIVE, POSITIVE, UP_TO_ONE
+
+AsclMode = Literal["topk", "windows"]
+ASCL_MODES = typing.get_args(AsclMode)
 
 
 def info_nce(
@@ -76,17 +84,14 @@ def masked_mean(feats_t: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
     return means, counts > 0
 
 
-class ASCLoss(nn.Module):
-    """``L_ASCL`` over a batch (``docs/method.md`` §6).
+@dataclass(frozen=True)
+class ASCLSettings:
+    """The ``model.ascl`` block (``conf/model/asl.yaml`` holds its values).
 
-    Every argument but ``d`` comes from the ``model.ascl`` config block, whose keys are
-    exactly these (``conf/model/asl.yaml`` holds their values).
-
-    Args:
-        d: feature width.
-        weight: ``λ``, the factor of ``L_ASCL`` in the total loss (the objective reads it;
-            with 0 the loss is not built at all).
-        mode: ``"topk"`` or ``"windows"``.
+    Attributes:
+        weight: ``λ``, the factor of ``L_ASCL`` in the total loss (0: the loss is not
+            built at all).
+        mode: ``"topk"`` or ``"windows"`` (module docstring).
         k: frames averaged per top-k feature (fewer for short GTs).
         num_background: ``M`` background frames sampled per video (topk mode).
         tau: temperature.
@@ -96,42 +101,56 @@ class ASCLoss(nn.Module):
             (topk mode only); 0 = no queue.
     """
 
-    def __init__(
-        self,
-        d: int,
-        *,
-        weight: float,
-        mode: str,
-        k: int,
-        num_background: int,
-        tau: float,
-        proj_dim: int,
-        window_ratio: float,
-        memory_size: int,
-    ) -> None:
+    weight: Annotated[float, NON_NEGATIVE]
+    mode: AsclMode
+    k: Annotated[int, POSITIVE]
+    num_background: Annotated[int, NON_NEGATIVE]
+    tau: Annotated[float, POSITIVE]
+    proj_dim: Annotated[int, POSITIVE.up_to(8192)]
+    window_ratio: Annotated[float, UP_TO_ONE]
+    memory_size: Annotated[int, NON_NEGATIVE]
+
+    @staticmethod
+    def config_rules(values: Mapping[str, Any], key: Callable[[str], str]) -> list[str]:
+        """The windows mode keeps no queue: ``mode=windows`` alone (with topk mode's queue
+        size) is refused with the keys that make the released prototype."""
+        if values["mode"] != "windows" or values["memory_size"] == 0:
+            return []
+        return [
+            f"{key('mode')}=windows keeps no memory queue, but {key('memory_size')} is "
+            f"{values['memory_size']} (topk mode's): set {key('memory_size')}=0, and "
+            f"{key('tau')}=0.07 for the released prototype's temperature"
+        ]
+
+
+class ASCLoss(nn.Module):
+    """``L_ASCL`` over a batch (``docs/method.md`` §6).
+
+    Args:
+        d: feature width.
+        settings: the ``model.ascl`` block.
+    """
+
+    def __init__(self, d: int, settings: ASCLSettings) -> None:
         super().__init__()
-        self.weight = weight
-        if mode not in ASCL_MODES:
-            raise ValueError(f"ASCLoss: mode must be one of {ASCL_MODES}, not {mode!r}")
-        self.mode = mode
-        self.k = k
-        self.num_background = num_background
-        self.tau = tau
-        self.window_ratio = window_ratio
+        if settings.mode not in ASCL_MODES:
+            raise ValueError(f"ASCLoss: mode must be one of {ASCL_MODES}, not {settings.mode!r}")
+        if settings.memory_size < 0 or (settings.memory_size and settings.mode != "topk"):
+            raise ValueError(
+                "ASCLoss: memory_size must be >= 0, and 0 in windows mode, not "
+                f"{settings.memory_size}"
+            )
+        self.settings = settings
         self.proj = (
-            nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
-            if mode == "topk"
+            nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, settings.proj_dim))
+            if settings.mode == "topk"
             else None
         )
-        if memory_size < 0 or (memory_size and mode != "topk"):
-            raise ValueError(
-                f"ASCLoss: memory_size must be >= 0, and 0 in windows mode, not {memory_size}"
-            )
-        self.memory_size = memory_size
-        if memory_size:
+        if settings.memory_size:
             # saved in checkpoints, so a resumed run sees the queue it stopped with
-            self.register_buffer("memory_z", torch.zeros(memory_size, proj_dim))
-            self.register_buffer("memory_label", torch.full((memory_size,), -1))
+            size = settings.memory_size
+            self.register_buffer("memory_z", torch.zeros(size, settings.proj_dim))
+            self.register_buffer("memory_label", torch.full((size,), -1))
             self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
 
     def forward(
@@ -153,14 +172,14 @@ class ASCLoss(nn.Module):
             h_cls, h_loc: ``(B, N, T)`` sensitivity of every frame for every GT (topk mode;
                 only the ranking inside each GT matters, no gradient is taken through it).
         """
-        if self.mode == "topk" and (h_cls is None or h_loc is None):
+        if self.settings.mode == "topk" and (h_cls is None or h_loc is None):
             raise ValueError("ASCLoss(mode='topk') needs h_cls and h_loc maps")
         # float32 even under bf16 autocast: similarities / tau need more than bf16's 8 bits
         with torch.autocast(feats.device.type, enabled=False):
             feats_t = feats.float().transpose(1, 2)
             inside = inside_map(segments, seg_mask, valid)
             same_segment = (segments[:, :, None, :] == segments[:, None, :, :]).all(-1)
-            if self.mode == "topk":
+            if self.settings.mode == "topk":
                 loss = self._topk(
                     feats_t, valid, inside, labels, same_segment, h_cls.float(), h_loc.float()
                 )
@@ -180,11 +199,11 @@ class ASCLoss(nn.Module):
         h_loc: torch.Tensor,
     ) -> torch.Tensor:
         batch, num_gt, num_frames = inside.shape
-        k = min(self.k, num_frames)
+        k = min(self.settings.k, num_frames)
         f_cls, valid_cls = self._top_frames(feats_t, h_cls.detach(), inside, k)
         f_loc, _ = self._top_frames(feats_t, h_loc.detach(), inside, k)
         background = valid & ~inside.any(dim=1)
-        num_bg = min(self.num_background, num_frames)
+        num_bg = min(self.settings.num_background, num_frames)
         # one uniform draw per background frame, in (video, frame) order: the same draws
         # whatever the batch's padding
         draw = torch.full(background.shape, -1.0, device=valid.device)
@@ -203,7 +222,7 @@ class ASCLoss(nn.Module):
             [same_class, torch.zeros_like(same_class), torch.zeros_like(bg_valid)], dim=1
         )
         neg_mask = torch.cat([other_class, other_class, bg_valid], dim=1)
-        if self.memory_size:
+        if self.settings.memory_size:
             flat_labels = labels.reshape(-1)
             stored = self.memory_label >= 0
             same = flat_labels[:, None] == self.memory_label[None, :]
@@ -211,19 +230,20 @@ class ASCLoss(nn.Module):
             candidates = torch.cat([candidates, self.memory_z])
             pos_mask = torch.cat([pos_mask, in_batch & same], dim=1)
             neg_mask = torch.cat([neg_mask, in_batch & ~same], dim=1)
-        loss = info_nce(z_cls, candidates, pos_mask, neg_mask, self.tau)
-        if self.memory_size and self.training:
+        loss = info_nce(z_cls, candidates, pos_mask, neg_mask, self.settings.tau)
+        if self.settings.memory_size and self.training:
             self._remember(z_loc[inst_valid].detach(), labels.reshape(-1)[inst_valid])
         return loss
 
     @torch.no_grad()
     def _remember(self, z: torch.Tensor, labels: torch.Tensor) -> None:
         """Write ``(n, e)`` features and ``(n,)`` labels into the queue, oldest out first."""
-        z, labels = z[-self.memory_size :], labels[-self.memory_size :]
-        slots = (self.memory_next + torch.arange(len(z), device=z.device)) % self.memory_size
+        size = self.settings.memory_size
+        z, labels = z[-size:], labels[-size:]
+        slots = (self.memory_next + torch.arange(len(z), device=z.device)) % size
         self.memory_z[slots] = z.to(self.memory_z.dtype)
         self.memory_label[slots] = labels
-        self.memory_next.copy_((self.memory_next + len(z)) % self.memory_size)
+        self.memory_next.copy_((self.memory_next + len(z)) % size)
 
     def _windows(
         self,
@@ -236,7 +256,7 @@ class ASCLoss(nn.Module):
     ) -> torch.Tensor:
         frames = torch.arange(valid.shape[1], device=valid.device, dtype=segments.dtype)
         a, b = segments[..., 0], segments[..., 1]
-        reach = self.window_ratio * (b - a)
+        reach = self.settings.window_ratio * (b - a)
         centre = 0.5 * (a + b)
         usable = seg_mask[..., None] & valid[:, None, :]
         centre_win = interval_map(centre - reach, centre + reach, frames) & usable
@@ -264,7 +284,7 @@ class ASCLoss(nn.Module):
         out_valid = ok_outside.reshape(1, -1).expand(len(item_valid), -1)
         pos_mask = torch.cat([same_class & not_self, torch.zeros_like(out_valid)], dim=1)
         neg_mask = torch.cat([other_class, out_valid & item_valid[:, None]], dim=1)
-        return info_nce(z, torch.cat([z, z_out]), pos_mask, neg_mask, self.tau)
+        return info_nce(z, torch.cat([z, z_out]), pos_mask, neg_mask, self.settings.tau)
 
     @staticmethod
     def _top_frames(

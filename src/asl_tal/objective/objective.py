@@ -17,7 +17,7 @@ from torch import nn
 
 from asl_tal.data.batch import Batch
 from asl_tal.models.outputs import NetworkOutput
-from asl_tal.objective.ascl import ASCLoss, inside_map
+from asl_tal.objective.ascl import ASCLoss, ASCLSettings, inside_map
 from asl_tal.objective.assignment import Targets, assign_targets
 from asl_tal.objective.diou import DIoULoss, offset_iou
 from asl_tal.objective.focal import SigmoidFocalLoss
@@ -29,7 +29,7 @@ from asl_tal.objective.sensitivity import (
 )
 from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 from asl_tal.objective.settings import LossSettings, SensitivitySettings
-from asl_tal.settings import check_keywords, settings_from
+from asl_tal.settings import settings_from
 
 
 class ASLObjective(nn.Module):
@@ -39,7 +39,7 @@ class ASLObjective(nn.Module):
         num_classes: ``C``.
         d_emb: pyramid feature width ``d``.
         sensitivity: the ``model.sensitivity`` block.
-        ascl: the ``model.ascl`` block: :class:`ASCLoss`'s keyword arguments.
+        ascl: the ``model.ascl`` block.
         loss: the ``model.loss`` block.
     """
 
@@ -48,20 +48,15 @@ class ASLObjective(nn.Module):
         num_classes: int,
         d_emb: int,
         sensitivity: SensitivitySettings,
-        ascl: Mapping,
+        ascl: ASCLSettings,
         loss: LossSettings,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.sensitivity_settings = sensitivity
+        self.loss_settings = loss
         self.center_radius = math.inf if loss.center_radius is None else loss.center_radius
-        self.weight_normalize = sensitivity.weight_normalize
-        self.loss_norm_momentum = loss.loss_norm_momentum
-        self.loc_weight_includes_cls = sensitivity.loc_weight_includes_cls
-        self.detach_instance = sensitivity.detach_instance
-        self.cls_weight = loss.cls_weight
-        self.loc_weight = loss.loc_weight
-        check_keywords(ASCLoss, ascl, "model.ascl", supplied=("d",))
-        self.ascl_weight = float(ascl["weight"] or 0.0)
+        self.ascl_weight = ascl.weight
         self.register_buffer("loss_normalizer", torch.tensor(float(loss.init_loss_norm)))
 
         self.focal = SigmoidFocalLoss(loss.focal_alpha, loss.focal_gamma, loss.label_smoothing)
@@ -88,7 +83,7 @@ class ASLObjective(nn.Module):
             else None
         )
         self.sensitivity_loss = SensitivityRegressionLoss() if sensitivity.instance_level else None
-        self.ascl = ASCLoss(d_emb, **ascl) if self.ascl_weight > 0 else None
+        self.ascl = ASCLoss(d_emb, ascl) if ascl.weight > 0 else None
 
     @classmethod
     def from_config(cls, cfg: Mapping, num_classes: int, d_emb: int) -> ASLObjective:
@@ -97,7 +92,7 @@ class ASLObjective(nn.Module):
             num_classes,
             d_emb,
             settings_from(SensitivitySettings, cfg["sensitivity"], "model.sensitivity"),
-            cfg["ascl"],
+            settings_from(ASCLSettings, cfg["ascl"], "model.ascl"),
             settings_from(LossSettings, cfg["loss"], "model.loss"),
         )
 
@@ -155,7 +150,7 @@ class ASLObjective(nn.Module):
         loss_ascl = zero
         if self.ascl is not None:
             h_cls = h_loc = None
-            if self.ascl.mode == "topk":
+            if self.ascl.settings.mode == "topk":
                 maps = self._level0_maps(out, batch)
                 h_cls, h_loc = maps["h_cls"], maps["h_loc"]
             loss_ascl = self.ascl(
@@ -169,8 +164,8 @@ class ASLObjective(nn.Module):
             )
 
         total = (
-            self.cls_weight * loss_cls
-            + self.loc_weight * loss_loc
+            self.loss_settings.cls_weight * loss_cls
+            + self.loss_settings.loc_weight * loss_loc
             + loss_sens
             + self.ascl_weight * loss_ascl
         )
@@ -190,7 +185,7 @@ class ASLObjective(nn.Module):
             if dist.is_available() and dist.is_initialized():
                 dist.all_reduce(count)
                 count = count / dist.get_world_size()
-            m = self.loss_norm_momentum
+            m = self.loss_settings.loss_norm_momentum
             self.loss_normalizer.mul_(m).add_((1 - m) * count.clamp(min=1))
         return self.loss_normalizer.detach().clone()
 
@@ -231,15 +226,16 @@ class ASLObjective(nn.Module):
                 out.feats, out.masks, points, batch.segments, targets.gt_index, pos
             )
         q_cls_w, q_loc_w = q_cls, q_loc
-        if self.detach_instance and q_cls is not None:
+        settings = self.sensitivity_settings
+        if settings.detach_instance and q_cls is not None:
             q_cls_w, q_loc_w = q_cls.detach(), q_loc.detach()
         like = pos.to(out.cls_logits[0].dtype)
         h_cls = combine_sensitivity(p_cls, q_cls_w, like)
         h_loc = combine_sensitivity(p_loc, q_loc_w, like)
         w_cls = h_cls
-        w_loc = h_loc * p_cls if self.loc_weight_includes_cls and p_cls is not None else h_loc
-        if self.weight_normalize != "none" and (p_cls is not None or q_cls is not None):
-            if self.weight_normalize == "gt":
+        w_loc = h_loc * p_cls if settings.loc_weight_includes_cls and p_cls is not None else h_loc
+        if settings.weight_normalize != "none" and (p_cls is not None or q_cls is not None):
+            if settings.weight_normalize == "gt":
                 group = torch.arange(num_batch, device=gt.device)[:, None] * num_gt + gt
             else:
                 group = torch.zeros_like(gt)

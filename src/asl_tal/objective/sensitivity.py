@@ -18,13 +18,18 @@ all frames at least ``l4`` from a GT end, and only those ends are evaluated per 
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SENSITIVITY_MODES = ("none", "mean")
-EVALUATOR_MASKS = ("inside_gt", "positives")
+Normalize = Literal["none", "mean"]
+EvaluatorMask = Literal["inside_gt", "positives"]
+WeightNormalize = Literal["none", "batch", "gt"]
+SENSITIVITY_MODES = typing.get_args(Normalize)
+EVALUATOR_MASKS = typing.get_args(EvaluatorMask)
 
 
 def log_gaussian(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -104,9 +109,9 @@ class ClassSensitivity(nn.Module):
         self,
         num_classes: int,
         divide_by_stride: bool,
-        normalize: str,
-        lr_scale: float = 1.0,
-        loc_sigma_init: float = 1.0,
+        normalize: Normalize,
+        lr_scale: float,
+        loc_sigma_init: float,
     ) -> None:
         super().__init__()
         if normalize not in SENSITIVITY_MODES:
@@ -229,7 +234,7 @@ class InstanceSensitivity(nn.Module):
         tile_len: frames per tile of the batched evaluation.
     """
 
-    def __init__(self, d: int, l4: int, evaluator_mask: str, tile_len: int) -> None:
+    def __init__(self, d: int, l4: int, evaluator_mask: EvaluatorMask, tile_len: int) -> None:
         super().__init__()
         if evaluator_mask not in EVALUATOR_MASKS:
             raise ValueError(f"evaluator_mask must be one of {EVALUATOR_MASKS}")

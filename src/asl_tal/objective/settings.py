@@ -2,25 +2,33 @@
 block of ``model`` feeds (:data:`MODEL_BLOCKS`).
 
 ``model.sensitivity`` -> :class:`SensitivitySettings`, ``model.loss`` ->
-:class:`LossSettings`; ``model.ascl`` is the keyword arguments of
-:class:`~asl_tal.objective.ascl.ASCLoss`. The fields have no defaults: ``conf/model/asl.yaml``
-is the one place that says what they are, and a key that is missing or unknown is an error
-naming the block and the key (:func:`asl_tal.settings.settings_from`), as is a value of the
-wrong type or out of range. :func:`check_model_config` checks the whole ``model`` config
-that way before any data is loaded or anything is built.
+:class:`LossSettings`, ``model.ascl`` -> :class:`~asl_tal.objective.ascl.ASCLSettings`. The
+fields have no defaults: ``conf/model/asl.yaml`` is the one place that says what they are,
+and a key that is missing or unknown is an error naming the block and the key
+(:func:`asl_tal.settings.settings_from`), as is a value of the wrong type or out of range.
+:func:`check_model_config` checks the whole ``model`` config that way before any data is
+loaded or anything is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, is_dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from asl_tal.ema import EMASettings
 from asl_tal.models.network import ASLNetwork
 from asl_tal.models.points import PointGenerator
-from asl_tal.objective.ascl import ASCLoss
-from asl_tal.settings import ConfigValueError, check_keywords, key_name, settings_from
+from asl_tal.objective.ascl import ASCLSettings
+from asl_tal.objective.sensitivity import EvaluatorMask, Normalize, WeightNormalize
+from asl_tal.settings import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    ConfigValueError,
+    check_settings,
+    key_name,
+)
 
 
 @dataclass(frozen=True)
@@ -47,15 +55,15 @@ class SensitivitySettings:
 
     class_level: bool
     instance_level: bool
-    evaluator_layers: int
-    evaluator_tile_len: int
+    evaluator_layers: Annotated[int, NON_NEGATIVE.up_to(32)]
+    evaluator_tile_len: Annotated[int, POSITIVE]
     divide_by_stride: bool
-    normalize: Literal["none", "mean"]  # sensitivity.SENSITIVITY_MODES
-    weight_normalize: Literal["none", "batch", "gt"]
-    gaussian_lr_scale: float
-    loc_sigma_init: float
+    normalize: Normalize
+    weight_normalize: WeightNormalize
+    gaussian_lr_scale: Annotated[float, POSITIVE]
+    loc_sigma_init: Annotated[float, POSITIVE]
     detach_instance: bool
-    evaluator_mask: Literal["inside_gt", "positives"]  # sensitivity.EVALUATOR_MASKS
+    evaluator_mask: EvaluatorMask
     loc_weight_includes_cls: bool
 
 
@@ -73,9 +81,9 @@ class LossSettings:
         cls_weight, loc_weight: factors of ``L_cls`` and ``L_loc``.
     """
 
-    init_loss_norm: float
-    loss_norm_momentum: float
-    label_smoothing: float
+    init_loss_norm: Annotated[float, POSITIVE]
+    loss_norm_momentum: Annotated[float, FRACTION]
+    label_smoothing: Annotated[float, FRACTION]
     center_radius: float | None
     focal_alpha: float
     focal_gamma: float
@@ -89,7 +97,7 @@ MODEL_BLOCKS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "network": (ASLNetwork, ("num_classes", "class_counts")),
     "points": (PointGenerator, ("num_levels",)),
     "sensitivity": (SensitivitySettings, ()),
-    "ascl": (ASCLoss, ("d",)),
+    "ascl": (ASCLSettings, ()),
     "loss": (LossSettings, ()),
     "ema": (EMASettings, ()),
 }
@@ -111,10 +119,7 @@ def check_model_config(model: Mapping[str, Any]) -> None:
         return value
 
     for name, (target, supplied) in MODEL_BLOCKS.items():
-        if is_dataclass(target):
-            settings_from(target, block(name), f"model.{name}")
-        else:
-            check_keywords(target, block(name), f"model.{name}", supplied)
+        check_settings(target, block(name), f"model.{name}", supplied)
     network = model["network"]
     ranges = model["points"]["regression_ranges"]
     if len(ranges) != network["l3"] + 1:

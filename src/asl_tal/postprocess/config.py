@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from asl_tal.settings import FRACTION, NON_NEGATIVE, POSITIVE
 
 NmsMethod = Literal["soft_gaussian", "soft_linear", "hard", "none"]
 
@@ -14,7 +16,7 @@ class PostprocessConfig:
 
     Build it from a config block with ``settings_from(PostprocessConfig, block,
     "postprocess")`` (:mod:`asl_tal.settings`), which checks the types and the ranges
-    (``asl_tal.settings.CONSTRAINTS``, keys ``postprocess.*``).
+    declared below.
 
     Attributes:
         score_thresh: candidates need ``sigmoid(logit) > score_thresh``.
@@ -33,15 +35,15 @@ class PostprocessConfig:
         fusion_topk: classes per video when fusing with external video-level scores.
     """
 
-    score_thresh: float
-    pre_nms_topk: int
+    score_thresh: Annotated[float, FRACTION]
+    pre_nms_topk: Annotated[int, POSITIVE]
     topk_per_level: bool
-    duration_thresh: float
+    duration_thresh: Annotated[float, NON_NEGATIVE]
     nms_method: NmsMethod
-    sigma: float
-    iou_threshold: float
-    min_score: float
-    max_seg_num: int
+    sigma: Annotated[float, POSITIVE]
+    iou_threshold: Annotated[float, FRACTION]
+    min_score: Annotated[float, FRACTION]
+    max_seg_num: Annotated[int, POSITIVE]
     class_agnostic: bool
-    voting_thresh: float
-    fusion_topk: int
+    voting_thresh: Annotated[float, FRACTION]
+    fusion_topk: Annotated[int, POSITIVE]

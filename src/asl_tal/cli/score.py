@@ -1,4 +1,4 @@
-"""Offline detection scorer: ``python -m asl_tal.evaluate --gt GT.json --pred PRED.json``.
+"""Offline detection scorer: ``asl-evaluate --gt GT.json --pred PRED.json``.
 
 Scores an ActivityNet-style results file (or an Ego4D MQ submission) against an
 annotation JSON with the protocol of ``docs/data.md`` §4, sharing its code with the

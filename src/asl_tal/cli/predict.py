@@ -1,4 +1,4 @@
-"""Detect actions in raw features: ``python -m asl_tal.predict ckpt_path=... input=PATH``.
+"""Detect actions in raw features: ``asl-predict ckpt_path=... input=PATH``.
 
 ``input`` is one feature file or a folder of them, ``(T, D)`` time-major: ``.npy``, ``.npz``
 (key ``feats``) or ``.pt`` named ``<video_id><ext>``, one per video, or ``.h5`` / ``.hdf5``
@@ -328,7 +328,7 @@ def load_predictor(cfg: DictConfig) -> ASLLitModule:
     if module.num_model_classes != len(module.class_names):
         raise UserInputError(
             f"{cfg.ckpt_path}: a class-agnostic checkpoint (ActivityNet's second variant) needs "
-            "video-level class scores to name its detections; use python -m asl_tal.eval "
+            "video-level class scores to name its detections; use asl-eval "
             "with dataset.ext_score_file instead"
         )
     return module

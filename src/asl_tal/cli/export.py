@@ -470,7 +470,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="asl-export",
         description="Export a checkpoint's EMA network + decoding to a torch.export program "
-        "(.pt2); NMS runs after it (asl_tal.export.suppress; the README section "
+        "(.pt2); NMS runs after it (asl_tal.cli.export.suppress; the README section "
         '"Everyday commands").',
     )
     parser.add_argument("ckpt_path", help="checkpoint (best.ckpt, or one asl-publish wrote)")

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 _TIMESTAMP = re.compile(r"^(\d+):(\d{2}):(\d{2}(?:\.\d+)?)$")
 
 
-class _InvalidSegments:
+class InvalidSegments:
     """Raises on a bad segment, or counts and drops it when ``skip`` is set."""
 
     def __init__(self, skip: bool) -> None:
@@ -55,11 +55,13 @@ class _InvalidSegments:
             )
 
 
-def _instance(label: str, label_id: int, start: float, end: float) -> dict:
+def instance_entry(label: str, label_id: int, start: float, end: float) -> dict:
+    """One ``annotations`` item of a video: label, class index and segment in seconds."""
     return {"label": label, "label_id": int(label_id), "segment": [start, end]}
 
 
-def _video(subset: str, duration: float, fps: float | None) -> dict:
+def video_entry(subset: str, duration: float, fps: float | None) -> dict:
+    """One ``database`` entry with no annotations yet (no ``fps`` key when ``fps`` is None)."""
     video: dict = {"subset": subset, "duration": duration}
     if fps is not None:
         video["fps"] = fps
@@ -103,7 +105,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
             yield number, line.split()
 
 
-def _text_lines_raw(path: Path) -> Iterator[tuple[int, str]]:
+def stripped_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(line number, stripped line)`` of the non-empty lines (names may contain spaces)."""
     if not path.is_file():
         raise AnnotationError(f"{path}: file not found")
@@ -202,7 +204,7 @@ def multithumos_to_json(
     if not names:
         raise AnnotationError(f"{annotation_dir}: no class files (*.txt)")
     duration_of = _read_durations(Path(durations))
-    invalid = _InvalidSegments(skip_invalid)
+    invalid = InvalidSegments(skip_invalid)
     database: dict[str, dict] = {}
     for label_id, name in enumerate(names):
         path = annotation_dir / f"{name}.txt"
@@ -221,8 +223,8 @@ def multithumos_to_json(
                         f"{where}: video {video_id!r}: no 'duration' for it in {durations}"
                     )
                 subset = _multithumos_subset(video_id, where)
-                database[video_id] = _video(subset, duration_of[video_id], None)
-            database[video_id]["annotations"].append(_instance(name, label_id, start, end))
+                database[video_id] = video_entry(subset, duration_of[video_id], None)
+            database[video_id]["annotations"].append(instance_entry(name, label_id, start, end))
     invalid.log_summary()
     for video in database.values():
         video["annotations"].sort(key=lambda a: (a["segment"], a["label_id"]))
@@ -258,7 +260,7 @@ def charades_to_json(
     ``actions`` is ``code start end`` items separated by ``;`` and may be empty.
     """
     class_of = _read_charades_classes(Path(classes))
-    invalid = _InvalidSegments(skip_invalid)
+    invalid = InvalidSegments(skip_invalid)
     database: dict[str, dict] = {}
     for subset, path in csv_files.items():
         path = Path(path)
@@ -267,7 +269,7 @@ def charades_to_json(
             where = f"{path}: line {line} video {video_id!r}"
             if video_id in database:
                 raise AnnotationError(f"{where}: field 'id' repeats an earlier video")
-            video = _video(subset, _positive_duration(row["length"], where, "length"), None)
+            video = video_entry(subset, _positive_duration(row["length"], where, "length"), None)
             for item in filter(None, (s.strip() for s in (row["actions"] or "").split(";"))):
                 tokens = item.split()
                 if len(tokens) != 3:
@@ -280,7 +282,7 @@ def charades_to_json(
                 end = _float(tokens[2], where, "actions")
                 if invalid.accept(start, end, f"{where} action {item!r}", ("start", "end")):
                     label_id, name = class_of[tokens[0]]
-                    video["annotations"].append(_instance(name, label_id, start, end))
+                    video["annotations"].append(instance_entry(name, label_id, start, end))
             database[video_id] = video
     invalid.log_summary()
     return {"version": "Charades_v1", "database": database}
@@ -329,7 +331,7 @@ def epic_to_json(
             _positive_duration(row["duration"], where, "duration"),
             _positive_duration(row["fps"], where, "fps"),
         )
-    invalid = _InvalidSegments(skip_invalid)
+    invalid = InvalidSegments(skip_invalid)
     database: dict[str, dict] = {}
     texts: dict[int, Counter] = {}
     for subset, path in csv_files.items():
@@ -352,12 +354,12 @@ def epic_to_json(
             if video_id not in database:
                 if video_id not in info:
                     raise AnnotationError(f"{where}: video not in {video_info}")
-                database[video_id] = _video(subset, *info[video_id])
+                database[video_id] = video_entry(subset, *info[video_id])
             elif database[video_id]["subset"] != subset:
                 raise AnnotationError(f"{where}: video already listed in another subset")
             if invalid.accept(start, end, where, ("start_timestamp", "stop_timestamp")):
                 database[video_id]["annotations"].append(
-                    _instance(label_text, label_id, start, end)
+                    instance_entry(label_text, label_id, start, end)
                 )
                 texts.setdefault(label_id, Counter())[label_text] += 1
     invalid.log_summary()
@@ -382,7 +384,7 @@ def _ego4d_instances(
     where: str,
     known: list[str] | None,
     primary_only: bool,
-    invalid: _InvalidSegments,
+    invalid: InvalidSegments,
 ) -> list[dict]:
     """Instances of one clip over all annotators; duplicates merged (primary if any says so)."""
     instances: dict[tuple[str, float, float], dict] = {}
@@ -402,7 +404,9 @@ def _ego4d_instances(
             end = _float(label["end_time"], label_where, "end_time")
             if not invalid.accept(start, end, label_where, ("start_time", "end_time")):
                 continue
-            instance = instances.setdefault((name, start, end), _instance(name, -1, start, end))
+            instance = instances.setdefault(
+                (name, start, end), instance_entry(name, -1, start, end)
+            )
             instance["primary"] = instance.get("primary", False) or primary
     return list(instances.values())
 
@@ -428,10 +432,10 @@ def ego4d_to_json(
     labels' clip-relative ``start_time`` / ``end_time``. Labels of all annotators are kept
     (exact duplicates merged); each instance also records ``primary``.
     """
-    known = None if class_list is None else [n for _, n in _text_lines_raw(Path(class_list))]
+    known = None if class_list is None else [n for _, n in stripped_lines(Path(class_list))]
     if known is not None and len(set(known)) != len(known):
         raise AnnotationError(f"{class_list}: duplicate class names")
-    invalid = _InvalidSegments(skip_invalid)
+    invalid = InvalidSegments(skip_invalid)
     database: dict[str, dict] = {}
     for subset, path in json_files.items():
         path = Path(path)
@@ -451,7 +455,7 @@ def ego4d_to_json(
                 end_sec = _float(clip["clip_end_sec"], where, "clip_end_sec")
                 if not end_sec > start_sec:
                     raise AnnotationError(f"{where}: field 'clip_end_sec' <= 'clip_start_sec'")
-                entry = _video(subset, round(end_sec - start_sec, 6), fps)
+                entry = video_entry(subset, round(end_sec - start_sec, 6), fps)
                 entry["annotations"] = _ego4d_instances(clip, where, known, primary_only, invalid)
                 database[clip["clip_uid"]] = entry
     invalid.log_summary()

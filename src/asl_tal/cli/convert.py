@@ -14,9 +14,9 @@
         --block-list missing_files.txt --features features/i3d --out data/thumos_ot/ann.json
     asl-convert actionformer-config configs/thumos_i3d.yaml [--out myconf/dataset/af.yaml]
 
-Also ``python -m asl_tal.convert``. The work is done by :mod:`asl_tal.data.converters`,
-:mod:`asl_tal.data.opentad` and :mod:`asl_tal.data.actionformer_config`; bad input ends as
-one ``error: ...`` line on stderr with exit status 2.
+The work is done by :mod:`asl_tal.interop.releases`, :mod:`asl_tal.interop.opentad` and
+:mod:`asl_tal.interop.actionformer_config`; bad input ends as one ``error: ...`` line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -28,30 +28,30 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from asl_tal.data.actionformer_config import (
+from asl_tal.data.annotations import AnnotationError
+from asl_tal.data.features import load_array
+from asl_tal.errors import UserInputError
+from asl_tal.interop.actionformer_config import (
     dataset_config_yaml,
     hydra_overrides,
     override_value,
     shown,
     translate_actionformer_config,
 )
-from asl_tal.data.annotations import AnnotationError
-from asl_tal.data.converters import (
+from asl_tal.interop.opentad import DROPPED_LABELS, OpenTADFeatures, opentad_to_json
+from asl_tal.interop.releases import (
     charades_to_json,
     ego4d_to_json,
     epic_to_json,
     multithumos_to_json,
     write_annotations,
 )
-from asl_tal.data.features import load_array
-from asl_tal.data.opentad import DROPPED_LABELS, OpenTADFeatures, opentad_to_json
-from asl_tal.errors import UserInputError
 from asl_tal.outputs import check_output
 
 log = logging.getLogger(__name__)
 
 # how a header line of every dataset config that actionformer-config writes starts
-# (asl_tal.data.actionformer_config.dataset_config_yaml)
+# (asl_tal.interop.actionformer_config.dataset_config_yaml)
 TRANSLATED_MARK = "# asl-convert actionformer-config;"
 
 

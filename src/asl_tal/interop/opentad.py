@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asl_tal.data.annotations import AnnotationError, read_json
-from asl_tal.data.converters import _instance, _InvalidSegments, _text_lines_raw, _video
+from asl_tal.interop.releases import InvalidSegments, instance_entry, stripped_lines, video_entry
 
 DROPPED_LABELS = ("Ambiguous",)
 # instances of one label whose start and end differ by at most this (seconds) are one
@@ -80,7 +80,7 @@ class OpenTADConversion:
 def read_class_file(path: str | Path) -> list[str]:
     """``category_idx.txt``: one class name per line, the line order is the class id."""
     path = Path(path)
-    names = [name for _, name in _text_lines_raw(path)]
+    names = [name for _, name in stripped_lines(path)]
     lines = path.read_text(encoding="utf-8").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -95,7 +95,7 @@ def read_class_file(path: str | Path) -> list[str]:
 
 def read_block_list(path: str | Path) -> list[str]:
     """``missing_files.txt``: one video id per line."""
-    return [video_id for _, video_id in _text_lines_raw(Path(path))]
+    return [video_id for _, video_id in stripped_lines(Path(path))]
 
 
 def _number(value: object, where: str, name: str) -> float:
@@ -187,7 +187,7 @@ def opentad_to_json(
     result = OpenTADConversion(data={}, class_names=names)
     result.blocked = sorted(blocked & set(database))
     result.blocked_absent = sorted(blocked - set(database))
-    invalid = _InvalidSegments(skip_invalid)
+    invalid = InvalidSegments(skip_invalid)
     out: dict[str, dict] = {}
     for video_id, video in database.items():
         if video_id in blocked:
@@ -202,7 +202,7 @@ def opentad_to_json(
             result.without_fps.append(video_id)
         else:
             fps = _positive(video["frame"], where, "frame") / duration
-        entry = _video(subset, duration, fps)
+        entry = video_entry(subset, duration, fps)
         for index, ann in enumerate(_annotations(path, video_id, video)):
             ann_where = f"{where}: annotation {index}"
             label = ann.get("label")
@@ -218,7 +218,7 @@ def opentad_to_json(
             if _is_repeat(entry["annotations"], label, start, end):
                 result.duplicates += 1
                 continue
-            entry["annotations"].append(_instance(label, class_ids[label], start, end))
+            entry["annotations"].append(instance_entry(label, class_ids[label], start, end))
         out[video_id] = entry
         result.subsets[subset] += 1
     invalid.log_summary()
