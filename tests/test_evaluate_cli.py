@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.commands import Result, run_command, run_process
 
 from asl_tal.cli.score import EvaluationError, evaluate_results, main
 from asl_tal.data.annotations import AnnotationError
@@ -85,23 +84,11 @@ def test_cli_end_to_end(tmp_path: Path, capsys, caplog) -> None:
 
 
 def test_module_entry_point(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "asl_tal.cli.score",
-            "--gt",
-            str(gt_file(tmp_path)),
-            "--pred",
-            str(pred_file(tmp_path, RESULTS)),
-            "--subset",
-            "TEST",
-            "--tiou",
-            "0.5",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+    # `python -m asl_tal.cli.score` (asl-evaluate) in a process of its own: the module entry
+    proc = run_process(
+        "evaluate",
+        *("--gt", str(gt_file(tmp_path)), "--pred", str(pred_file(tmp_path, RESULTS))),
+        *("--subset", "TEST", "--tiou", "0.5"),
     )
     assert f"0.50    {(34 / 45 + 0.5) / 3:.4f}\n" in proc.stdout
 
@@ -162,16 +149,12 @@ def test_malformed_json_is_named(tmp_path: Path) -> None:
 # --- Bad input on the command line: one "error: ..." line on stderr, exit status 2. ---
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "asl_tal.cli.score", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-    )
+def run_cli(*args: str, cwd: Path) -> Result:
+    """``asl-evaluate args...`` (in this process) in the folder ``cwd``."""
+    return run_command("evaluate", *args, cwd=cwd, check=False)
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
+def assert_one_line_error(proc: Result, *words: str) -> str:
     """Exit status 2, no traceback, stderr is one ``error: ...`` line holding ``words``.
 
     Bad input is found before any scoring, so nothing (no warning) comes before the line.

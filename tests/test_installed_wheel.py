@@ -23,7 +23,7 @@ import torch
 pytestmark = pytest.mark.slow
 
 WHEEL_BIN = os.environ.get("ASL_TAL_WHEEL_BIN")
-KILLER = Path(__file__).resolve().parent / "app"  # killer.KillAtStep, for the resume test
+TESTS = Path(__file__).resolve().parent  # helpers.callbacks.KillAtStep, for the resume test
 CLASSES = ("squat", "lunge", "plank")
 NOISE = ("💡 Tip", "LeafSpec", "anonymous setting", "setuptools", "Traceback")
 TRAIN_VIDEOS, BATCH = 16, 2  # 8 steps an epoch
@@ -183,10 +183,10 @@ def test_a_killed_run_resumes_in_its_folder_with_its_best_score(first_run, tmp_p
     killed = console(
         "asl-train",
         *args,
-        "+callbacks.kill._target_=killer.KillAtStep",
+        "+callbacks.kill._target_=helpers.callbacks.KillAtStep",
         "+callbacks.kill.step=12",  # in the second epoch, after the first one's last.ckpt
         cwd=tmp_path,
-        env={"PYTHONPATH": str(KILLER)},
+        env={"PYTHONPATH": str(TESTS)},
     )
     assert killed.returncode == -9
     run = only_run_folder(tmp_path / "outputs" / "train" / "mine")

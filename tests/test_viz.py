@@ -1,8 +1,8 @@
 """Figures of ``asl_tal.viz`` and the ``VisualizationCallback``.
 
-A tiny model is trained once through the real entry point (with the callback rendering every
-epoch); the plots are then checked for what they claim to show, against values worked out
-by hand or straight from the definitions.
+The suite's tiny run (``trained_run``: the real entry point, the callback rendering every
+epoch) gives the model and its plots; they are checked for what they claim to show, against
+values worked out by hand or straight from the definitions.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
+from helpers.model_defaults import visualization_callback
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from model_defaults import visualization_callback
 
 from asl_tal import viz
 from asl_tal.callbacks import VisualizationCallback
@@ -45,29 +43,9 @@ def tiny_overrides(data_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def viz_run(tmp_path_factory) -> tuple[Path, Path]:
-    """``(data_dir, run_dir)`` of a tiny run whose callback renders every epoch."""
-    data_dir = tmp_path_factory.mktemp("viz_data")
-    run_dir = tmp_path_factory.mktemp("viz_run")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "asl_tal.train",
-            *tiny_overrides(data_dir),
-            f"hydra.run.dir={run_dir}",
-            "trainer.deterministic=true",
-            "callbacks.visualization.every_n_epochs=1",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return data_dir, run_dir
+def viz_run(data_dir, trained_run) -> tuple[Path, Path]:
+    """``(data_dir, run_dir)`` of the suite's tiny run, whose callback renders every epoch."""
+    return data_dir, trained_run
 
 
 @pytest.fixture(scope="session")

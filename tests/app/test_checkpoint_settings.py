@@ -1,7 +1,7 @@
 """Eval and predict read the data settings a checkpoint was trained with: a custom-data
 checkpoint needs nothing but ``ckpt_path`` (and predict's ``input``), from any folder.
 
-The entry points run in process (``sys.argv`` set, Hydra's ``main`` called); a tiny
+The entry points run in this process (``helpers.commands.run_command``); a tiny
 training run on data this module writes gives the checkpoint.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
+from helpers.commands import run_command
 from omegaconf import OmegaConf
 
 from asl_tal.checkpoints import (
@@ -25,9 +25,6 @@ from asl_tal.checkpoints import (
     stored_dataset,
     with_checkpoint_settings,
 )
-from asl_tal.cli import eval as eval_entry
-from asl_tal.cli import predict as predict_entry
-from asl_tal.cli import train as train_entry
 
 WIDTH = 16
 CLASSES = ["jump", "run", "sit"]
@@ -43,12 +40,6 @@ SMALL = [
     "trainer.accelerator=cpu",
     "logger=none",
 ]
-
-
-def run(entry, monkeypatch, *argv: str) -> None:
-    """``entry.main()`` with the command line ``argv`` (Hydra reads ``sys.argv``)."""
-    monkeypatch.setattr(sys, "argv", ["asl", *argv])
-    entry.main()
 
 
 def write_custom_data(root: Path) -> None:
@@ -75,27 +66,25 @@ def write_custom_data(root: Path) -> None:
 @pytest.fixture(scope="module")
 def custom_run(tmp_path_factory) -> Path:
     """A training run on custom data with paths relative to the folder it ran in."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        work = tmp_path_factory.mktemp("trained_here")
-        (work / "my_data" / "features").mkdir(parents=True)
-        write_custom_data(work / "my_data")
-        monkeypatch.chdir(work)
-        run(
-            train_entry,
-            monkeypatch,
-            "dataset=custom",
-            "dataset.name=mine",
-            "dataset.root=my_data",
-            "dataset.json_file=annotations.json",
-            "dataset.feat_dir=features",
-            f"dataset.input_dim={WIDTH}",
-            f"dataset.num_classes={len(CLASSES)}",
-            "dataset.default_fps=1.0",
-            "dataset.num_workers=0",
-            "hydra.run.dir=run",
-            *SMALL,
-        )
-        return work / "run"
+    work = tmp_path_factory.mktemp("trained_here")
+    (work / "my_data" / "features").mkdir(parents=True)
+    write_custom_data(work / "my_data")
+    run_command(
+        "train",
+        "dataset=custom",
+        "dataset.name=mine",
+        "dataset.root=my_data",
+        "dataset.json_file=annotations.json",
+        "dataset.feat_dir=features",
+        f"dataset.input_dim={WIDTH}",
+        f"dataset.num_classes={len(CLASSES)}",
+        "dataset.default_fps=1.0",
+        "dataset.num_workers=0",
+        "hydra.run.dir=run",
+        *SMALL,
+        cwd=work,
+    )
+    return work / "run"
 
 
 def only_folder(parent: Path) -> Path:
@@ -117,7 +106,7 @@ def test_the_checkpoint_stores_the_dataset_with_an_absolute_root(custom_run):
 
 def test_eval_needs_only_the_checkpoint(custom_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # another folder: the relative my_data is not here
-    run(eval_entry, monkeypatch, f"ckpt_path={custom_run / 'checkpoints' / 'best.ckpt'}")
+    run_command("eval", f"ckpt_path={custom_run / 'checkpoints' / 'best.ckpt'}")
     # the run folder is named after the checkpoint's dataset, not the default (synthetic)
     assert [p.name for p in (tmp_path / "outputs" / "eval").iterdir()] == ["mine"]
     results = only_folder(tmp_path / "outputs" / "eval" / "mine") / "results"
@@ -132,7 +121,7 @@ def test_eval_needs_only_the_checkpoint(custom_run, tmp_path, monkeypatch):
 def test_eval_plot_draws_a_timeline_per_test_video(custom_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ckpt = custom_run / "checkpoints" / "best.ckpt"
-    run(eval_entry, monkeypatch, f"ckpt_path={ckpt}", "plot=true", "hydra.run.dir=ev")
+    run_command("eval", f"ckpt_path={ckpt}", "plot=true", "hydra.run.dir=ev")
     plots = sorted(p.name for p in (tmp_path / "ev" / "plots").iterdir())
     assert plots == ["v03.png", "v07.png", "v11.png"]
     assert (tmp_path / "ev" / "plots" / "v03.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -141,9 +130,8 @@ def test_eval_plot_draws_a_timeline_per_test_video(custom_run, tmp_path, monkeyp
 def test_a_command_line_key_wins_over_the_checkpoint(custom_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ckpt = custom_run / "checkpoints" / "best.ckpt"
-    run(
-        eval_entry,
-        monkeypatch,
+    run_command(
+        "eval",
         f"ckpt_path={ckpt}",
         "dataset.test_subset=[validation]",
         "hydra.run.dir=ev",
@@ -158,7 +146,7 @@ def test_predict_needs_only_the_checkpoint_and_input(custom_run, tmp_path, monke
     np.save(feats / "clip.npy", np.random.default_rng(1).normal(size=(50, WIDTH)).astype("f4"))
     monkeypatch.chdir(tmp_path)
     ckpt = custom_run / "checkpoints" / "best.ckpt"
-    run(predict_entry, monkeypatch, f"ckpt_path={ckpt}", f"input={feats}")
+    run_command("predict", f"ckpt_path={ckpt}", f"input={feats}")
     assert [p.name for p in (tmp_path / "outputs" / "predict").iterdir()] == ["mine"]
     out = only_folder(tmp_path / "outputs" / "predict" / "mine") / "results" / "predictions.json"
     rows = json.loads(out.read_text())["results"]["clip"]
@@ -167,16 +155,17 @@ def test_predict_needs_only_the_checkpoint_and_input(custom_run, tmp_path, monke
     assert all(0.0 <= row["segment"][0] <= row["segment"][1] <= 50.0 for row in rows)
 
 
-def test_a_width_mismatch_names_the_override_to_pass(custom_run, tmp_path, monkeypatch, capsys):
+def test_a_width_mismatch_names_the_override_to_pass(custom_run, tmp_path, monkeypatch):
     feats = tmp_path / "wide"
     feats.mkdir()
     np.save(feats / "clip.npy", np.zeros((50, 64), dtype=np.float32))
     monkeypatch.chdir(tmp_path)
     ckpt = custom_run / "checkpoints" / "best.ckpt"
-    with pytest.raises(SystemExit) as info:
-        run(predict_entry, monkeypatch, f"ckpt_path={ckpt}", f"input={feats}", "dataset=synthetic")
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    result = run_command(
+        "predict", f"ckpt_path={ckpt}", f"input={feats}", "dataset=synthetic", check=False
+    )
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()[-1]
     assert err == (
         f"error: {ckpt}: trained on features of width 16, the current dataset has "
         "dataset.input_dim=64; pass dataset.input_dim=16 with features of that width"

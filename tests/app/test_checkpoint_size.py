@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from asl_tal.conf import compose
-from conftest import tiny
+from helpers.runs import tiny
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from asl_tal.checkpoints import CheckpointMismatchError, check_resume_checkpoint, read_checkpoint

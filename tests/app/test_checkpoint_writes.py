@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_entry, tiny
-from test_run_folders import fingerprint, one_error_line, run_in_process
+from helpers.commands import run_command, run_process
+from helpers.runs import error_line, fingerprint, tiny
 
 from asl_tal.checkpoint_io import AtomicCheckpointIO
 from asl_tal.checkpoints import CheckpointReadError, read_checkpoint
-from asl_tal.cli import eval as eval_entry
-from asl_tal.cli import train as train_entry
 from asl_tal.errors import OutputWriteError
 
 
@@ -54,10 +52,10 @@ def test_sigkill_in_a_checkpoint_write_across_file_systems_keeps_the_previous_la
     record = tmp_path / "record.json"
     common = ("test_after_fit=false", "trainer.max_epochs=3")
     env = {"TMPDIR": str(tmp_path)}
-    killed = run_entry(
+    killed = run_process(
         "train",
         *tiny(data_dir, shm_run, *common),
-        "+callbacks.kill._target_=killer.KillInCheckpointWrite",
+        "+callbacks.kill._target_=helpers.callbacks.KillInCheckpointWrite",
         "+callbacks.kill.epoch=1",
         f"+callbacks.kill.record={record}",
         env=env,
@@ -74,14 +72,14 @@ def test_sigkill_in_a_checkpoint_write_across_file_systems_keeps_the_previous_la
 
     # resumed without hydra.run.dir: it goes on in that folder and ends the three epochs
     resume = [o for o in tiny(data_dir, shm_run, *common) if not o.startswith("hydra.run.dir=")]
-    run_entry("train", *resume, f"ckpt_path={last}", env=env)
+    run_command("train", *resume, f"ckpt_path={last}", env=env)
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 3 * 6  # 24 videos, batch 4
     assert temporaries(last.parent) == []
 
 
 def test_a_full_disk_in_a_checkpoint_write_is_one_line_and_keeps_the_previous_file(
-    monkeypatch, capsys, data_dir, tmp_path
+    monkeypatch, data_dir, tmp_path
 ):
     real_save = torch.save
     kept: list[tuple[int, str]] = []
@@ -97,10 +95,10 @@ def test_a_full_disk_in_a_checkpoint_write_is_one_line_and_keeps_the_previous_fi
     monkeypatch.setattr(torch, "save", disk_full_at_epoch_1)
     run = tmp_path / "run"
     overrides = tiny(data_dir, run, "test_after_fit=false", "trainer.max_epochs=3")
-    assert run_in_process(monkeypatch, train_entry.main, "asl-train", *overrides) == 2
+    result = run_command("train", *overrides, check=False)
     last = run / "checkpoints" / "last.ckpt"
-    one_error_line(
-        capsys.readouterr().err,
+    error_line(
+        result,
         f"cannot write checkpoint {last}",
         "No space left on device",
         "the previous last.ckpt is intact",
@@ -183,38 +181,30 @@ def test_an_inflating_archive_is_refused_before_torch_load(monkeypatch, inflatin
         assert f"the file's {size:,} bytes" in message and "refusing to load it" in message
 
 
-def test_eval_of_an_inflating_checkpoint_is_one_line(
-    monkeypatch, capsys, inflating_checkpoint, tmp_path
-):
+def test_eval_of_an_inflating_checkpoint_is_one_line(inflating_checkpoint, tmp_path):
     before = fingerprint(inflating_checkpoint)
-    status = run_in_process(
-        monkeypatch,
-        eval_entry.main,
-        "asl-eval",
+    result = run_command(
+        "eval",
         f"ckpt_path={inflating_checkpoint}",
         f"hydra.run.dir={tmp_path / 'eval'}",
+        check=False,
     )
-    assert status == 2
-    one_error_line(capsys.readouterr().err, str(inflating_checkpoint), "unpack to")
+    error_line(result, str(inflating_checkpoint), "unpack to")
     assert fingerprint(inflating_checkpoint) == before
 
 
 def test_eval_names_its_run_folder_without_inflating_the_checkpoint(
-    monkeypatch, capsys, inflating_checkpoint, tmp_path
+    monkeypatch, inflating_checkpoint, tmp_path
 ):
     """The default run folder is named after the checkpoint's dataset: reading that name
     must not unpack the archive either."""
-    monkeypatch.chdir(tmp_path)
 
     def never(*args, **kwargs):
         raise AssertionError("torch.load ran")
 
     monkeypatch.setattr(torch, "load", never)
-    status = run_in_process(
-        monkeypatch, eval_entry.main, "asl-eval", f"ckpt_path={inflating_checkpoint}"
-    )
-    assert status == 2
-    one_error_line(capsys.readouterr().err, str(inflating_checkpoint), "unpack to")
+    result = run_command("eval", f"ckpt_path={inflating_checkpoint}", cwd=tmp_path, check=False)
+    error_line(result, str(inflating_checkpoint), "unpack to")
 
 
 def test_a_checkpoint_torch_save_wrote_loads(tmp_path):

@@ -1,17 +1,14 @@
 """Config values of the wrong type or out of range are one ``error:`` line naming the key.
 
 In-process tests of the checks (``asl_tal.config_blocks``, ``check_model_config``, the data
-module's), then the hostile-user cases end to end: ``python -m asl_tal.train
-debug=fast_dev_run <override>`` exits 2 with the one line, no traceback. The synthetic
+module's), then the hostile-user cases end to end: ``asl-train debug=fast_dev_run
+<override>`` (run in this process) exits 2 with the one line, no traceback. The synthetic
 model has ``d_emb 64``, ``n_heads 4``, ``l3 5``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +16,9 @@ from typing import Annotated, Literal
 
 import pytest
 from asl_tal.conf import compose
+from helpers.commands import Result, run_command
+from helpers.model_defaults import model_config
 from hydra.utils import get_class
-from model_defaults import model_config
 from omegaconf import OmegaConf
 
 from asl_tal.cli.build import check_run_config
@@ -224,21 +222,12 @@ def test_dataset_values(key, value, message):
     assert str(err.value) == message
 
 
-# ---- end to end: python -m asl_tal.train debug=fast_dev_run <override> ----------------------
+# ---- end to end: asl-train debug=fast_dev_run <override> ------------------------------------
 
 
-def run_train(*overrides: str) -> subprocess.CompletedProcess:
-    """``python -m asl_tal.train overrides...`` as tests/app/conftest.py's run_entry runs it
-    (not imported from there: another folder's conftest may hold that module name)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
-    env.pop("WANDB_API_KEY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "asl_tal.train", *overrides],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+def run_train(*overrides: str) -> Result:
+    """``asl-train overrides...`` (in this process) with W&B off."""
+    return run_command("train", *overrides, env={"WANDB_MODE": "disabled"}, check=False)
 
 
 def error_lines(proc) -> list[str]:

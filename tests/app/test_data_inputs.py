@@ -9,46 +9,22 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import read_json
+from helpers.commands import run_command
+from helpers.runs import error_line, read_json
 
-from asl_tal.cli.predict import main as predict_main
-from asl_tal.cli.train import main as train_main
 from asl_tal.data import feature_folder
 from asl_tal.data.feature_folder import find_videos
 from asl_tal.data.features import FeatureError, FeatureReader, FeatureStream, hdf5_members
 
 DIM = 64  # the tiny config's feature width
-
-
-def run_main(monkeypatch, capsys, main: Callable[[], None], *overrides: str) -> tuple[int, str]:
-    """``(exit status, stderr)`` of an entry point called in process with ``overrides``."""
-    monkeypatch.setattr(sys, "argv", ["asl-entry-point", *overrides])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return code, capsys.readouterr().err
-
-
-def error_line(code: int, err: str, *words: str) -> str:
-    """The one ``error:`` line of a refused run (exit 2, no traceback), holding ``words``."""
-    assert code == 2, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err[-3000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
@@ -80,18 +56,14 @@ def save_features(path: Path, length: int, dim: int = DIM) -> None:
         ("dataset.default_fps=-2", "dataset.default_fps=-2"),
     ],
 )
-def test_predict_refuses_a_frame_rate_or_duration_that_is_not_positive(
-    monkeypatch, capsys, tmp_path, override, shown
-):
+def test_predict_refuses_a_frame_rate_or_duration_that_is_not_positive(tmp_path, override, shown):
     folder = tmp_path / "feats"
     folder.mkdir()
     save_features(folder / "clip.npy", 30)
     before = fingerprint(folder)
     out = tmp_path / "pred.json"
-    code, err = run_main(
-        monkeypatch,
-        capsys,
-        predict_main,
+    result = run_command(
+        "predict",
         "debug=tiny",
         f"hydra.run.dir={tmp_path / 'run'}",
         # never read: the settings are refused before the checkpoint is loaded
@@ -99,8 +71,9 @@ def test_predict_refuses_a_frame_rate_or_duration_that_is_not_positive(
         f"input={folder}",
         f"output={out}",
         override,
+        check=False,
     )
-    line = error_line(code, err, shown, "must be a finite number > 0, e.g.")
+    line = error_line(result, shown, "must be a finite number > 0, e.g.")
     assert ("frame rate" in line) == ("fps" in override)
     assert not out.exists()
     assert fingerprint(folder) == before
@@ -135,9 +108,7 @@ def video(subset: str, label: object = "jump") -> dict:
 
 
 @pytest.mark.parametrize("kind", ["parent", "absolute"])
-def test_a_video_id_leading_outside_the_feature_folder_is_refused(
-    monkeypatch, capsys, tmp_path, kind
-):
+def test_a_video_id_leading_outside_the_feature_folder_is_refused(tmp_path, kind):
     data = tmp_path / "data"
     feats = data / "feats"
     feats.mkdir(parents=True)
@@ -155,8 +126,8 @@ def test_a_video_id_leading_outside_the_feature_folder_is_refused(
     }
     ann.write_text(json.dumps({"database": database}))
     before = fingerprint(data)
-    code, err = run_main(monkeypatch, capsys, train_main, *custom_overrides(tmp_path, ann, feats))
-    error_line(code, err, f"video {outside!r}", str(feats), "dataset.feat_dir", "'..'")
+    result = run_command("train", *custom_overrides(tmp_path, ann, feats), check=False)
+    error_line(result, f"video {outside!r}", str(feats), "dataset.feat_dir", "'..'")
     assert fingerprint(data) == before
     assert not (tmp_path / "run" / "class_map.json").exists()
 
@@ -178,7 +149,7 @@ def test_a_video_id_naming_a_file_in_a_sub_folder_is_read(tmp_path):
 # --------------------------------------------------------------------------------------
 # 3. a label must be a class name
 @pytest.mark.parametrize(("label", "shown"), [(None, "null"), ("", "an empty string")])
-def test_a_null_or_empty_label_is_an_annotation_error(monkeypatch, capsys, tmp_path, label, shown):
+def test_a_null_or_empty_label_is_an_annotation_error(tmp_path, label, shown):
     data = tmp_path / "data"
     feats = data / "feats"
     feats.mkdir(parents=True)
@@ -188,8 +159,8 @@ def test_a_null_or_empty_label_is_an_annotation_error(monkeypatch, capsys, tmp_p
     database = {"a": video("training"), "b": video("validation", label), "c": video("test")}
     ann.write_text(json.dumps({"database": database}))
     before = fingerprint(data)
-    code, err = run_main(monkeypatch, capsys, train_main, *custom_overrides(tmp_path, ann, feats))
-    error_line(code, err, str(ann), "video 'b'", "annotation 0", "field 'label'", f"got {shown}")
+    result = run_command("train", *custom_overrides(tmp_path, ann, feats), check=False)
+    error_line(result, str(ann), "video 'b'", "annotation 0", "field 'label'", f"got {shown}")
     assert fingerprint(data) == before
     assert not (tmp_path / "run" / "class_map.json").exists()
 
@@ -260,7 +231,7 @@ def test_find_videos_lists_fifos_as_ignored_without_opening_them(tmp_path, hdf5_
 
 
 def test_predict_skips_a_fifo_in_its_folder_and_writes_the_other_videos(
-    monkeypatch, capsys, trained_run, tmp_path, hdf5_opened
+    trained_run, tmp_path, hdf5_opened
 ):
     folder = tmp_path / "feats"
     folder.mkdir()
@@ -270,23 +241,22 @@ def test_predict_skips_a_fifo_in_its_folder_and_writes_the_other_videos(
     before = fingerprint(folder)
     out = tmp_path / "pred.json"
     with open_for_reading(folder / "pipe.npy") as opened:
-        code, err = run_main(
-            monkeypatch,
-            capsys,
-            predict_main,
+        result = run_command(
+            "predict",
             "debug=tiny",
             "trainer.accelerator=cpu",
             f"hydra.run.dir={tmp_path / 'run'}",
             f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
             f"input={folder}",
             f"output={out}",
+            check=False,
         )
     assert opened == hdf5_opened == []
-    assert code == 0, err[-3000:]
-    assert "Traceback" not in err
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
     assert set(read_json(out)["results"]) == {"good"}
     for name in ("pipe.h5", "pipe.npy"):
-        (line,) = [line for line in err.splitlines() if name in line]
+        (line,) = [line for line in result.stderr.splitlines() if name in line]
         assert "ignored" in line and "not a regular file (a FIFO); never opened" in line
         # the run's log file (Hydra's job logging) holds the warning too
         logged = (tmp_path / "run" / "predict.log").read_text().splitlines()
@@ -295,27 +265,26 @@ def test_predict_skips_a_fifo_in_its_folder_and_writes_the_other_videos(
     assert fingerprint(folder) == before
 
 
-def test_predict_refuses_an_input_that_is_a_fifo(monkeypatch, capsys, tmp_path):
+def test_predict_refuses_an_input_that_is_a_fifo(tmp_path):
     fifo = tmp_path / "features.npy"
     os.mkfifo(fifo)
     out = tmp_path / "pred.json"
     with open_for_reading(fifo) as opened:
-        code, err = run_main(
-            monkeypatch,
-            capsys,
-            predict_main,
+        result = run_command(
+            "predict",
             "debug=tiny",
             f"hydra.run.dir={tmp_path / 'run'}",
             f"ckpt_path={tmp_path / 'none.ckpt'}",
             f"input={fifo}",
             f"output={out}",
+            check=False,
         )
     assert opened == []
-    error_line(code, err, str(fifo), "not a regular file (a FIFO)")
+    error_line(result, str(fifo), "not a regular file (a FIFO)")
     assert not out.exists()
 
 
-def test_predict_refuses_an_output_that_is_a_fifo(monkeypatch, capsys, tmp_path):
+def test_predict_refuses_an_output_that_is_a_fifo(tmp_path):
     folder = tmp_path / "feats"
     folder.mkdir()
     save_features(folder / "clip.npy", 30)
@@ -323,16 +292,15 @@ def test_predict_refuses_an_output_that_is_a_fifo(monkeypatch, capsys, tmp_path)
     fifo = tmp_path / "pred.json"
     os.mkfifo(fifo)
     with open_for_reading(fifo) as opened:
-        code, err = run_main(
-            monkeypatch,
-            capsys,
-            predict_main,
+        result = run_command(
+            "predict",
             "debug=tiny",
             f"hydra.run.dir={tmp_path / 'run'}",
             f"ckpt_path={tmp_path / 'none.ckpt'}",
             f"input={folder}",
             f"output={fifo}",
+            check=False,
         )
     assert opened == []
-    error_line(code, err, f"output {fifo}", "not a regular file (a FIFO)")
+    error_line(result, f"output {fifo}", "not a regular file (a FIFO)")
     assert fingerprint(folder) == before

@@ -1,4 +1,7 @@
-"""The application through its real entry points: train, eval, predict, sweeps, resume."""
+"""The application through its real entry points: train, eval, predict, sweeps, resume.
+
+The commands run in this process (``helpers.commands.run_command``); the run killed with
+SIGKILL and the two-process evaluation run in processes of their own."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import read_json, run_entry, tiny
+from helpers.commands import run_command, run_process
+from helpers.runs import read_json, tiny
 
 METRIC_KEYS = {"tiou", "mAP", "average_mAP", "per_class_AP"}
 
@@ -41,10 +45,10 @@ def test_checkpoint_holds_ema_weights_and_loss_normaliser(trained_run):
     assert ckpt["hyper_parameters"]["class_names"][0] == "action_00"
 
 
-def test_offline_scorer_agrees_with_the_run(trained_run, data_dir):
-    out = trained_run / "rescored.json"
-    run_entry(
-        "score",
+def test_offline_scorer_agrees_with_the_run(trained_run, data_dir, tmp_path):
+    out = tmp_path / "rescored.json"
+    run_command(
+        "evaluate",
         "--gt",
         str(data_dir / "synthetic_tiny" / "annotations.json"),
         "--pred",
@@ -61,15 +65,16 @@ def test_offline_scorer_agrees_with_the_run(trained_run, data_dir):
 
 def test_eval_entry_point_reproduces_the_test_metrics(trained_run, data_dir, tmp_path):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    run_entry("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}"))
+    run_command("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}"))
     again = read_json(tmp_path / "results" / "test_metrics.json")
     first = read_json(trained_run / "results" / "test_metrics.json")
     assert again["mAP"] == pytest.approx(first["mAP"], abs=1e-9)
 
 
+@pytest.mark.slow  # two processes (Lightning starts the second one): in .ci/run's slow step
 def test_eval_under_ddp_sim_matches_one_process(trained_run, data_dir, tmp_path):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    run_entry("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}", "trainer=ddp_sim"))
+    run_process("eval", *tiny(data_dir, tmp_path, f"ckpt_path={ckpt}", "trainer=ddp_sim"))
     ddp = read_json(tmp_path / "results" / "test_metrics.json")
     single = read_json(trained_run / "results" / "test_metrics.json")
     assert ddp["mAP"] == pytest.approx(single["mAP"], abs=1e-9)
@@ -82,7 +87,7 @@ def test_predict_writes_detections_for_a_feature_folder(trained_run, tmp_path):
     for name, length in (("clip_a", 90), ("clip_b", 150)):
         np.save(feats / f"{name}.npy", rng.normal(size=(length, 64)).astype(np.float32))
     out = tmp_path / "pred.json"
-    run_entry(
+    run_command(
         "predict",
         "debug=tiny",
         f"hydra.run.dir={tmp_path / 'run'}",
@@ -103,16 +108,16 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     # tiny set: 24 training videos, batch 4 -> 6 steps per epoch; killed at step 8 (epoch 2)
     common = ("trainer.max_epochs=3", "test_after_fit=false", "dataset.seed=3")
     straight = tmp_path / "straight"
-    run_entry("train", *tiny(data_dir, straight, *common))
+    run_command("train", *tiny(data_dir, straight, *common))
 
     killed = tmp_path / "killed"
-    proc = run_entry(
+    proc = run_process(
         "train",
         *tiny(
             data_dir,
             killed,
             *common,
-            "+callbacks.kill._target_=killer.KillAtStep",
+            "+callbacks.kill._target_=helpers.callbacks.KillAtStep",
             "+callbacks.kill.step=8",
         ),
         check=False,
@@ -122,7 +127,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     assert torch.load(last, weights_only=True)["epoch"] == 0
 
     resumed = tmp_path / "resumed"
-    run_entry("train", *tiny(data_dir, resumed, *common, f"ckpt_path={last}"))
+    run_command("train", *tiny(data_dir, resumed, *common, f"ckpt_path={last}"))
 
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
@@ -134,7 +139,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
 
 def test_multirun_sweep_runs_every_job(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    run_entry(
+    run_command(
         "train",
         "-m",
         "model.l1=1,2",
@@ -152,7 +157,7 @@ def test_multirun_sweep_runs_every_job(data_dir, tmp_path):
 
 
 def test_wandb_logger_writes_an_offline_run_without_api_key(data_dir, tmp_path):
-    run_entry(
+    run_command(
         "train",
         *tiny(data_dir, tmp_path, "logger=wandb", "scheduler.epochs=0", "test_after_fit=false"),
         env={"WANDB_MODE": "", "WANDB_DIR": str(tmp_path), "HOME": str(tmp_path)},
@@ -161,7 +166,7 @@ def test_wandb_logger_writes_an_offline_run_without_api_key(data_dir, tmp_path):
 
 
 def test_missing_dataset_is_one_readable_message(tmp_path):
-    proc = run_entry(
+    proc = run_command(
         "train", "dataset=epic_verb", f"paths.data_dir={tmp_path}", "logger=none", check=False
     )
     assert proc.returncode == 2
@@ -171,7 +176,7 @@ def test_missing_dataset_is_one_readable_message(tmp_path):
 
 
 def test_bad_override_names_the_key(tmp_path):
-    proc = run_entry("train", "model.not_a_key=3", "logger=none", check=False)
+    proc = run_command("train", "model.not_a_key=3", "logger=none", check=False)
     assert proc.returncode != 0
     assert "not_a_key" in proc.stderr
 
@@ -184,7 +189,7 @@ def test_checkpoint_from_another_dataset_is_refused(trained_run, tmp_path):
     )
     (tmp_path / "feats").mkdir()
     np.save(tmp_path / "feats" / "v.npy", np.zeros((10, 64), dtype=np.float32))
-    proc = run_entry(
+    proc = run_command(
         "eval",
         "dataset=custom",
         f"dataset.json_file={ann}",
@@ -216,7 +221,7 @@ def test_class_agnostic_training_fused_with_external_video_scores(data_dir, trai
     score_file = tmp_path / "video_scores.json"
     score_file.write_text(json.dumps({"class": names, "results": results}))
     run_dir = tmp_path / "run"
-    run_entry(
+    run_command(
         "train",
         "dataset=custom",
         f"dataset.json_file={root / 'annotations.json'}",
@@ -244,7 +249,7 @@ def test_class_agnostic_training_fused_with_external_video_scores(data_dir, trai
     for vid, rows in detections.items():
         assert {row["label"] for row in rows} <= top2[vid]
     # without the video-level scores, raw-feature prediction cannot name the classes
-    proc = run_entry(
+    proc = run_command(
         "predict",
         "dataset=custom",
         "dataset.json_file=unused.json",
@@ -262,7 +267,7 @@ def test_class_agnostic_training_fused_with_external_video_scores(data_dir, trai
 
 def test_optuna_search_runs_trials_and_reports_the_best(data_dir, tmp_path):
     sweep = tmp_path / "optuna"
-    run_entry(
+    run_command(
         "train",
         "-m",
         "hparams_search=optuna",
@@ -280,7 +285,7 @@ def test_optuna_search_runs_trials_and_reports_the_best(data_dir, tmp_path):
 
 def test_fast_dev_run_needs_no_logger(data_dir, tmp_path):
     # what debug=fast_dev_run sets, on the tiny data
-    proc = run_entry(
+    proc = run_command(
         "train",
         *tiny(data_dir, tmp_path, "trainer.fast_dev_run=true", "logger=none"),
     )
@@ -291,7 +296,7 @@ def test_fast_dev_run_needs_no_logger(data_dir, tmp_path):
 def test_bf16_mixed_training_on_cpu_clips_with_the_fused_optimizer(data_dir, tmp_path):
     # bf16 autocast on CPU with the default fused AdamW and gradient clipping on: Lightning
     # alone refuses this combination (it is only wrong for fp16's gradient scaler).
-    proc = run_entry(
+    proc = run_command(
         "train",
         *tiny(data_dir, tmp_path, "trainer.fast_dev_run=true", "logger=none"),
         "trainer.precision=bf16-mixed",

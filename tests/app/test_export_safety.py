@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from model_defaults import model_config, postprocess_config
+from helpers.model_defaults import model_config, postprocess_config
 
 from asl_tal.cli.user_errors import user_errors
 from asl_tal.deployment import (

@@ -26,9 +26,10 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from conftest import HERE, run_entry, tiny
+from helpers.commands import entry_point, process_env, run_command
+from helpers.model_defaults import visualization_callback
+from helpers.runs import error_line, tiny
 from matplotlib.figure import Figure
-from model_defaults import visualization_callback
 
 from asl_tal.checkpoints import (
     CheckpointMismatchError,
@@ -39,27 +40,16 @@ from asl_tal.checkpoints import (
     local_checkpoint_path,
     read_checkpoint,
 )
-from asl_tal.cli.build import OutputWriteError, build_datamodule, build_module
+from asl_tal.cli.build import build_datamodule, build_module
 from asl_tal.cli.run_folder import check_fresh_run_dir
 from asl_tal.cli.user_errors import one_line_message
-from asl_tal.errors import UserInputError
+from asl_tal.errors import OutputWriteError, UserInputError
 from asl_tal.outputs import check_writable
 
 # debug=tiny: 1 warm-up + 2 epochs; per validation epoch the callback draws 2 sensitivity
 # plots, 1 timeline, the PR curves and the per-class AP bars (tests/test_viz.py)
 EPOCHS = 3
 FIGURES_PER_EPOCH = 5
-
-
-def error_line(proc: subprocess.CompletedProcess, *words: str) -> str:
-    """The one ``error:`` line of a refused run (exit 2, no traceback), holding ``words``."""
-    assert proc.returncode == 2, proc.stderr[-4000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr[-4000:]
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def copy_run(trained_run: Path, target: Path) -> Path:
@@ -124,7 +114,7 @@ def test_checkpoint_url_is_refused_before_it_is_fetched(pickle_server, data_dir,
     marker.unlink()
     requests.clear()
 
-    proc = run_entry("train", *tiny(data_dir, tmp_path / "run", f"ckpt_path={url}"), check=False)
+    proc = run_command("train", *tiny(data_dir, tmp_path / "run", f"ckpt_path={url}"), check=False)
     error_line(proc, f"ckpt_path={url}", "only local checkpoint files")
     assert not marker.exists()
     assert requests == []  # never even downloaded
@@ -156,21 +146,16 @@ def test_a_windows_drive_letter_is_a_local_path():
 
 # --------------------------------------------------------------------------------------
 # 2. run directories: unique names, never trained over
-def entry_env() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
-    return env
-
-
+@pytest.mark.slow  # two processes at once: in .ci/run's slow step
 def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(tmp_path):
     # the default hydra.run.dir (relative to the working directory); without ckpt_path each
     # run stops right after Hydra made its directory
-    command = [sys.executable, "-m", "asl_tal.cli.eval"]
+    command = [sys.executable, "-m", entry_point("eval")[0]]
     procs = [
         subprocess.Popen(
             command,
             cwd=tmp_path,
-            env=entry_env(),
+            env=process_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -192,7 +177,7 @@ def test_eval_runs_started_together_get_two_run_directories_and_need_ckpt_path(t
 def test_training_into_a_run_directory_with_checkpoints_is_refused(trained_run, data_dir, tmp_path):
     run = copy_run(trained_run, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    proc = run_entry("train", *tiny(data_dir, run), check=False)
+    proc = run_command("train", *tiny(data_dir, run), check=False)
     error_line(proc, str(run), "already holds checkpoints", "best.ckpt", "hydra.run.dir")
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
 
@@ -236,7 +221,7 @@ def test_damaged_checkpoint_is_one_error_naming_the_file(trained_run, tmp_path, 
 
 def test_eval_of_a_truncated_checkpoint_is_one_line(trained_run, data_dir, tmp_path):
     path = damaged(trained_run, tmp_path / "ckpts")["truncated"]
-    proc = run_entry("eval", *tiny(data_dir, tmp_path / "run", f"ckpt_path={path}"), check=False)
+    proc = run_command("eval", *tiny(data_dir, tmp_path / "run", f"ckpt_path={path}"), check=False)
     error_line(proc, str(path), "not a readable checkpoint", "truncated")
 
 
@@ -244,7 +229,7 @@ def test_predict_without_ckpt_path_says_it_is_required(tmp_path):
     feats = tmp_path / "feats"
     feats.mkdir()
     np.save(feats / "clip.npy", np.zeros((32, 64), dtype=np.float32))
-    proc = run_entry(
+    proc = run_command(
         "predict", "debug=tiny", f"hydra.run.dir={tmp_path / 'run'}", f"input={feats}", check=False
     )
     error_line(proc, "ckpt_path=... is required")
@@ -255,7 +240,7 @@ def test_unwritable_results_folder_is_one_line_naming_it(trained_run, data_dir, 
     run.mkdir()
     (run / "results").write_text("a file where the results folder belongs")
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    proc = run_entry("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
+    proc = run_command("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
     error_line(proc, f"cannot write {run / 'results'}")
 
 
@@ -266,7 +251,7 @@ def test_read_only_results_folder_is_one_line_naming_it(trained_run, data_dir, t
     (run / "results").chmod(0o555)
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     try:
-        proc = run_entry("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
+        proc = run_command("eval", *tiny(data_dir, run, f"ckpt_path={ckpt}"), check=False)
     finally:
         (run / "results").chmod(0o755)
     error_line(proc, f"cannot write {run / 'results'}", "Permission denied")
@@ -300,7 +285,7 @@ def test_resume_from_another_datasets_checkpoint_names_the_classes(trained_run, 
     for vid in ("a", "b"):
         np.save(tmp_path / "feats" / f"{vid}.npy", np.zeros((100, 64), dtype=np.float32))
     last = trained_run / "checkpoints" / "last.ckpt"
-    proc = run_entry(
+    proc = run_command(
         "train",
         "dataset=custom",
         f"dataset.json_file={tmp_path / 'ann.json'}",
@@ -389,14 +374,14 @@ def test_a_tensor_claiming_more_values_than_it_stores_is_refused(trained_run, tm
 # 5. plots that cannot be written are counted, training goes on
 def test_full_disk_while_plotting_does_not_stop_training(data_dir, tmp_path):
     run = tmp_path / "run"
-    run_entry(
+    run_command(
         "train",
         *tiny(
             data_dir,
             run,
             "callbacks.visualization.every_n_epochs=1",
             "test_after_fit=false",
-            "+callbacks.disk_full._target_=hardening_fixtures.DiskFullSavefig",
+            "+callbacks.disk_full._target_=helpers.callbacks.DiskFullSavefig",
         ),
     )
     assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_run_folders import fingerprint, one_error_line
+from helpers.runs import fingerprint, one_error_line
 
 from asl_tal.cli import convert, export, publish, score
 from asl_tal.outputs import OutputError, check_output

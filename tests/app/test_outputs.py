@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from conftest import read_json, run_entry, tiny
+from helpers.commands import run_command
+from helpers.runs import read_json, tiny
 from matplotlib.colors import to_rgba
 
 from asl_tal.cli.predict import check_output, is_predict_output, predict
@@ -36,7 +37,7 @@ def feature_folder(tmp_path_factory) -> Path:
 
 
 def run_predict(trained_run: Path, feats: Path, run_dir: Path, *extra: str):
-    return run_entry(
+    return run_command(
         "predict",
         "debug=tiny",
         f"hydra.run.dir={run_dir}",
@@ -147,7 +148,7 @@ def test_predict_writes_actionformer_results_and_survives_unwritable_plots(
 def test_eval_writes_an_ego4d_submission_of_its_test_detections(trained_run, data_dir, tmp_path):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     overrides = (f"ckpt_path={ckpt}", "output_format=ego4d", "retrieval_top_k=1")
-    run_entry("eval", *tiny(data_dir, tmp_path, *overrides))
+    run_command("eval", *tiny(data_dir, tmp_path, *overrides))
     data = read_json(tmp_path / "results" / "test_ego4d_submission.json")
     anet = read_json(tmp_path / "results" / "test_detections.json")["results"]
     assert_submission(data, set(anet), k=1)

@@ -1,4 +1,4 @@
-"""``asl-predict`` on hostile input folders: every readable video gets its
+"""``asl-predict`` (run in this process) on hostile input folders: every readable video gets its
 detections, every skipped input is named, and no existing file but an earlier result is
 overwritten."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import read_json, run_entry
+from helpers.commands import run_command
+from helpers.runs import read_json
 
 from asl_tal.cli.predict import guard_predict_step, is_predict_results
 from asl_tal.cli.predict import main as predict_main
@@ -31,7 +32,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def run_predict(trained_run: Path, tmp_path: Path, input_path: Path, output: Path):
-    proc = run_entry(
+    proc = run_command(
         "predict",
         "debug=tiny",
         "trainer.accelerator=cpu",

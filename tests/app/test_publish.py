@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from asl_tal.conf import compose
-from conftest import read_json
+from helpers.runs import read_json
 
 from asl_tal.cli.predict import predict
 from asl_tal.cli.publish import main, publish_checkpoint

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import run_entry, tiny
+from helpers.commands import run_command, run_process
+from helpers.runs import tiny
 
 # debug=tiny: 24 training videos, batch 4 -> 6 steps per epoch; two epochs
 COMMON = (
@@ -23,7 +24,7 @@ STEPS_PER_EPOCH = 6
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("uninterrupted")
-    run_entry("train", *tiny(data_dir, run, *COMMON, "dataset.num_workers=2"))
+    run_command("train", *tiny(data_dir, run, *COMMON, "dataset.num_workers=2"))
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
 
 
@@ -34,7 +35,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_weights(
 ):
     workers = f"dataset.num_workers={num_workers}"
     killed = tmp_path / "killed"
-    proc = run_entry(
+    proc = run_process(
         "train",
         *tiny(
             data_dir,
@@ -42,7 +43,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_weights(
             *COMMON,
             workers,
             # the first batch of the second epoch: epoch 0's last.ckpt is on disk
-            "+callbacks.kill._target_=killer.KillAtStep",
+            "+callbacks.kill._target_=helpers.callbacks.KillAtStep",
             f"+callbacks.kill.step={STEPS_PER_EPOCH}",
         ),
         check=False,
@@ -53,7 +54,7 @@ def test_sigkill_after_an_epoch_then_resume_gives_identical_weights(
     assert (saved["epoch"], saved["global_step"]) == (0, STEPS_PER_EPOCH)
 
     resumed = tmp_path / "resumed"
-    run_entry("train", *tiny(data_dir, resumed, *COMMON, workers, f"ckpt_path={last}"))
+    run_command("train", *tiny(data_dir, resumed, *COMMON, workers, f"ckpt_path={last}"))
     final = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
 
     assert final["global_step"] == uninterrupted["global_step"] == 2 * STEPS_PER_EPOCH

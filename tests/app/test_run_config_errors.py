@@ -1,7 +1,7 @@
 """A config value the entry points cannot use is one ``error:`` line and exit status 2,
 found where the config is read, before any data is loaded or any result written.
 
-The entry points run in this process (``main()`` with ``sys.argv``); every message is
+The entry points run in this process (``helpers.commands.run_command``); every message is
 written out by hand. ``debug=fast_dev_run`` trains the synthetic benchmark, which would
 generate itself under ``paths.data_dir`` on first use: that folder never appearing shows
 that no data was loaded.
@@ -10,14 +10,14 @@ that no data was loaded.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.commands import run_command
+from helpers.runs import error_line
 
-from asl_tal.cli import eval as eval_entry
-from asl_tal.cli import export, predict, train
+from asl_tal.cli import export
 
 # the range text of the settings' declarations (asl_tal.config_blocks), written out
 TRAIN_CASES = {
@@ -39,19 +39,11 @@ TRAIN_CASES = {
 }
 
 
-def run_main(entry, monkeypatch, capsys, *argv: str) -> str:
-    """Run ``entry.main`` with ``argv``; assert exit status 2 and one ``error:`` line, no
-    traceback; return that line's message."""
-    monkeypatch.setattr(sys, "argv", [entry.__name__, *argv])
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    with pytest.raises(SystemExit) as exit_info:
-        entry.main()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, err
-    return errors[0].removeprefix("error: ")
+def refusal(command: str, *argv: str) -> str:
+    """The message of the one ``error:`` line of ``asl-<command> argv...`` (W&B off): exit
+    status 2, no traceback."""
+    result = run_command(command, *argv, env={"WANDB_MODE": "disabled"}, check=False)
+    return error_line(result).removeprefix("error: ")
 
 
 def assert_nothing_done(run: Path, data: Path) -> None:
@@ -62,14 +54,12 @@ def assert_nothing_done(run: Path, data: Path) -> None:
 
 
 @pytest.mark.parametrize("override", list(TRAIN_CASES))
-def test_train_refuses_the_value_before_any_data(override, tmp_path, monkeypatch, capsys):
+def test_train_refuses_the_value_before_any_data(override, tmp_path, monkeypatch):
     # the same answer on a machine with a GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     run, data = tmp_path / "run", tmp_path / "data"
-    message = run_main(
-        train,
-        monkeypatch,
-        capsys,
+    message = refusal(
+        "train",
         "debug=fast_dev_run",
         f"paths.data_dir={data}",
         f"hydra.run.dir={run}",
@@ -79,11 +69,9 @@ def test_train_refuses_the_value_before_any_data(override, tmp_path, monkeypatch
     assert_nothing_done(run, data)
 
 
-def test_eval_refuses_the_value_before_reading_the_checkpoint(tmp_path, monkeypatch, capsys):
-    message = run_main(
-        eval_entry,
-        monkeypatch,
-        capsys,
+def test_eval_refuses_the_value_before_reading_the_checkpoint(tmp_path):
+    message = refusal(
+        "eval",
         f"ckpt_path={tmp_path / 'missing.ckpt'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         "postprocess.max_seg_num=0",
@@ -91,15 +79,13 @@ def test_eval_refuses_the_value_before_reading_the_checkpoint(tmp_path, monkeypa
     assert message == "postprocess.max_seg_num: must be > 0, got 0"
 
 
-def test_an_unwritable_run_folder(tmp_path, monkeypatch, capsys):
+def test_an_unwritable_run_folder(tmp_path):
     """A file where the run folder's parent belongs: Hydra would write its files there."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     data = tmp_path / "data"
-    message = run_main(
-        train,
-        monkeypatch,
-        capsys,
+    message = refusal(
+        "train",
         "debug=fast_dev_run",
         f"paths.data_dir={data}",
         f"hydra.run.dir={blocker / 'run'}",
@@ -125,11 +111,9 @@ def test_export_to_an_unwritable_folder_before_reading_the_checkpoint(tmp_path, 
     ]
 
 
-def test_predict_without_input(tmp_path, monkeypatch, capsys):
-    message = run_main(
-        predict,
-        monkeypatch,
-        capsys,
+def test_predict_without_input(tmp_path):
+    message = refusal(
+        "predict",
         f"ckpt_path={tmp_path / 'missing.ckpt'}",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
@@ -183,12 +167,10 @@ def unannotated_dataset(root: Path, subset: str) -> list[str]:
         ),
     ],
 )
-def test_a_subset_with_no_annotated_video(subset, key, extra, fix, tmp_path, monkeypatch, capsys):
+def test_a_subset_with_no_annotated_video(subset, key, extra, fix, tmp_path):
     root, run = tmp_path / "data", tmp_path / "run"
     overrides = unannotated_dataset(root, subset)
-    message = run_main(
-        train, monkeypatch, capsys, "debug=fast_dev_run", *overrides, f"hydra.run.dir={run}", *extra
-    )
+    message = refusal("train", "debug=fast_dev_run", *overrides, f"hydra.run.dir={run}", *extra)
     stage = "validation" if key == "val" else "test"
     assert message == (
         f"{root / 'ann.json'}: none of the 2 video(s) of dataset.{key}_subset=['{subset}'] has "

@@ -4,35 +4,16 @@ writes into a training run's folder. The entry points run in this process."""
 
 from __future__ import annotations
 
-import hashlib
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from helpers.commands import run_command
+from helpers.runs import error_line, fingerprint, tiny
 
-from asl_tal.cli import eval as eval_entry
-from asl_tal.cli import train as train_entry
 from asl_tal.errors import OutputWriteError
 from asl_tal.outputs import LOCK_NAME, run_folder_lock
-
-
-def run_in_process(monkeypatch, main, prog: str, *overrides: str) -> int:
-    """``main()`` with ``sys.argv = [prog, *overrides]``; its exit status."""
-    monkeypatch.setattr(sys, "argv", [prog, *overrides])
-    try:
-        main()
-    except SystemExit as done:
-        return done.code
-    return 0
-
-
-def fingerprint(path: Path) -> tuple[int, str]:
-    """``(size, SHA-256)`` of a file."""
-    data = path.read_bytes()
-    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def best_callback_state(ckpt: dict) -> dict:
@@ -46,21 +27,9 @@ def best_callback_state(ckpt: dict) -> dict:
     return states[0]
 
 
-def one_error_line(err: str, *words: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
-
-
-def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
-    monkeypatch, data_dir, tmp_path
-):
+def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(data_dir, tmp_path):
     # the best checkpoint of "epoch, mode min" is epoch 0 whatever the data: a resume that
     # forgot the best score would write epoch 2 as the first best of its own
-    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     best_by_epoch = (
         "callbacks.model_checkpoint.monitor=epoch",
@@ -68,7 +37,7 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
         "test_after_fit=false",
     )
     first = tiny(data_dir, run, *best_by_epoch, "scheduler.warmup_epochs=1", "scheduler.epochs=1")
-    assert run_in_process(monkeypatch, train_entry.main, "asl-train", *first) == 0
+    run_command("train", *first, cwd=tmp_path)
     last = run / "checkpoints" / "last.ckpt"
     best = run / "checkpoints" / "best.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
@@ -77,12 +46,11 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
     # no hydra.run.dir: the run folder follows the checkpoint
     resumed = [o for o in first if not o.startswith(("hydra.run.dir=", "scheduler.epochs="))]
     resumed += ["scheduler.epochs=2", f"ckpt_path={last}"]  # one epoch more
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():
         # Lightning's warning when the best score is not restored (a moved checkpoint folder)
         warnings.filterwarnings("always", message=".*won't be reloaded")
-        assert run_in_process(monkeypatch, train_entry.main, "asl-train", *resumed) == 0
-    messages = [str(w.message) for w in caught]
-    assert not [m for m in messages if "won't be reloaded" in m], messages
+        result = run_command("train", *resumed, cwd=tmp_path)
+    assert "won't be reloaded" not in result.stderr
 
     assert not (tmp_path / "outputs").exists()  # no second run folder
     ckpt = torch.load(last, weights_only=True)
@@ -97,7 +65,7 @@ def test_resume_goes_on_in_the_run_folder_and_keeps_the_best_checkpoint(
     assert len(records) == 1 and f"ckpt_path={last}" in records[0].read_text()
 
 
-def test_a_second_run_on_a_folder_in_use_is_refused(monkeypatch, capsys, data_dir, tmp_path):
+def test_a_second_run_on_a_folder_in_use_is_refused(data_dir, tmp_path):
     # run A has started in the folder (its Hydra record, its lock); run B is given the same
     # hydra.run.dir
     run = tmp_path / "run"
@@ -106,10 +74,9 @@ def test_a_second_run_on_a_folder_in_use_is_refused(monkeypatch, capsys, data_di
     record.write_text("task_name: train  # run A\n")
     before = fingerprint(record)
     with run_folder_lock(run):
-        status = run_in_process(monkeypatch, train_entry.main, "asl-train", *tiny(data_dir, run))
-    assert status == 2
-    one_error_line(
-        capsys.readouterr().err,
+        result = run_command("train", *tiny(data_dir, run), check=False)
+    error_line(
+        result,
         f"run folder {run} is in use by another run",
         str(run / LOCK_NAME),
         "hydra.run.dir",
@@ -118,7 +85,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(monkeypatch, capsys, data_di
     assert not (run / "checkpoints").exists() and not (run / "class_map.json").exists()
 
 
-def test_eval_refuses_the_folder_of_a_training_run(monkeypatch, capsys, tmp_path):
+def test_eval_refuses_the_folder_of_a_training_run(tmp_path):
     run = tmp_path / "run"
     files = {
         run / "checkpoints" / "best.ckpt": b"weights",
@@ -129,17 +96,13 @@ def test_eval_refuses_the_folder_of_a_training_run(monkeypatch, capsys, tmp_path
     for path, data in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    status = run_in_process(
-        monkeypatch,
-        eval_entry.main,
-        "asl-eval",
+    result = run_command(
+        "eval",
         f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
         f"hydra.run.dir={run}",
+        check=False,
     )
-    assert status == 2
-    one_error_line(
-        capsys.readouterr().err, f"hydra.run.dir={run} is the folder of a training run", "own"
-    )
+    error_line(result, f"hydra.run.dir={run} is the folder of a training run", "own")
     assert {path: path.read_bytes() for path in files} == files
     # Hydra's record of the refused command went beside the training run's, not over it
     assert [p.name for p in (run / ".hydra").glob("eval_*")] != []

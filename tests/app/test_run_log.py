@@ -7,16 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import read_json, tiny
+from helpers.commands import Result, run_command
+from helpers.runs import read_json, tiny
 from torch.utils.data import DataLoader
 
 from asl_tal.run_log import EpochLog, closing_summary, on_terminal
@@ -36,25 +35,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def batch_run(data_dir, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+def batch_run(data_dir, tmp_path_factory) -> tuple[Result, Path]:
     """``asl-train`` with the default logger (W&B, offline) and plots every epoch, its output
-    redirected to pipes as under nohup or SLURM."""
+    captured (no terminal) as under nohup or SLURM."""
     run_dir = tmp_path_factory.mktemp("batch_run")
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    env.pop("WANDB_API_KEY", None)
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("asl-train")),
-            *tiny(data_dir, run_dir, "logger=wandb", "callbacks.visualization.every_n_epochs=1"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=run_dir,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return proc, run_dir
+    overrides = tiny(data_dir, run_dir, "logger=wandb", "callbacks.visualization.every_n_epochs=1")
+    result = run_command("train", *overrides, env={"WANDB_MODE": "offline"}, cwd=run_dir)
+    return result, run_dir
 
 
 def test_a_batch_run_prints_one_line_per_epoch_and_no_progress_bar(batch_run):

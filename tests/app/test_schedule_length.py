@@ -3,23 +3,19 @@ before any work instead of cutting (or overrunning) the schedule silently."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
+from helpers.commands import run_command
 
 from asl_tal.cli import train as train_entry
 from asl_tal.cli.train import check_epochs
 
 
-def test_max_epochs_off_the_schedule_is_one_error_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_max_epochs_off_the_schedule_is_one_error_line(tmp_path):
     # the synthetic row: 2 warm-up + 18 epochs
-    argv = ["asl-train", "trainer.max_epochs=2", "logger=none", f"hydra.run.dir={tmp_path}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as info:
-        train_entry.main()
-    assert info.value.code == 2
-    assert capsys.readouterr().err == (
+    argv = ["trainer.max_epochs=2", "logger=none", f"hydra.run.dir={tmp_path}"]
+    result = run_command("train", *argv, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
         "error: trainer.max_epochs=2 does not match the learning-rate schedule "
         "(scheduler.warmup_epochs=2 + scheduler.epochs=18); set the run's length with the "
         "schedule instead, e.g. scheduler.warmup_epochs=1 scheduler.epochs=1 "

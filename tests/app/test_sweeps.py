@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import HERE, read_json, run_entry
+from helpers.commands import process_env, run_command, run_process
+from helpers.runs import read_json
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
@@ -188,7 +188,7 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 def test_a_failing_job_does_not_stop_the_sweep(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_entry(
+    proc = run_command(
         "train",
         "-m",
         "model.l3=-1,3",  # job 0 fails on its value, job 1 must still run
@@ -212,7 +212,7 @@ def test_a_failing_job_does_not_stop_the_sweep(data_dir, tmp_path):
 @pytest.mark.slow  # ~1 min on 2 busy cores; .ci/run runs it
 def test_submitit_local_launcher_runs_a_two_job_sweep(data_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run_entry(
+    run_process(
         "train",
         "-m",
         "hydra/launcher=submitit_local",
@@ -265,7 +265,7 @@ def test_two_optuna_workers_share_one_sqlite_study(data_dir, tmp_path):
         "hydra.sweeper.study_name=shared",
         "hydra.sweeper.n_trials=1",
     ]
-    env = {**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"}
+    env = process_env()
     env.pop("ASL_TAL_OPTUNA_STORAGE", None)
     workers = [
         # one worker names the storage on the command line, the other in the environment
@@ -299,7 +299,7 @@ def test_a_failing_optuna_trial_is_stored_as_failed_and_the_study_goes_on(data_d
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    proc = run_entry(
+    proc = run_command(
         "train",
         "-m",
         "hparams_search=optuna",

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import pytest
 import wandb
 from asl_tal.conf import compose
-from conftest import read_json, run_entry, tiny
+from helpers.commands import run_process
+from helpers.runs import read_json, tiny
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
@@ -73,7 +74,7 @@ def offline_run_file(job_dir: Path) -> Path:
 @pytest.mark.slow  # a 2-job multirun: in .ci/run's slow step
 def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_path):
     sweep = tmp_path / "sweep_42"
-    proc = run_entry(
+    proc = run_process(
         "train",
         "-m",
         *tiny(data_dir, tmp_path / "unused"),
@@ -127,13 +128,15 @@ def test_a_two_job_multirun_writes_two_runs_with_their_own_config(data_dir, tmp_
 
 @pytest.fixture
 def offline_wandb(monkeypatch, tmp_path):
-    """W&B offline, the environment restored afterwards (Lightning sets WANDB_MODE)."""
+    """W&B offline with a service process of this test's own (no ``WANDB_SERVICE`` of
+    another to attach to), torn down afterwards; the environment restored (Lightning sets
+    WANDB_MODE)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     yield
-    if wandb.run is not None:
-        wandb.run.finish()
+    wandb.teardown()
 
 
 def one_job(directory: Path) -> SimpleNamespace:
@@ -144,9 +147,13 @@ def one_job(directory: Path) -> SimpleNamespace:
 
 
 def written_records(job_dir: Path) -> list:
-    """The records of the finished offline run under ``job_dir``. ``run.finish()`` returns
-    before W&B's service process has written the whole file; ``wandb.teardown()`` waits for
-    that process to shut down, its files closed (the next run starts a new one)."""
+    """The records of the finished offline run under ``job_dir``, read once its file is
+    complete. The service process of W&B writes the file: ``run.finish()`` returns when the
+    service has the run's exit, and only asks it to close the run's file (the file may still
+    be short when it returns). ``wandb.teardown()`` asks the service, after that, to shut
+    down and waits for the process to end; the service closes a run's file before it reads
+    the next request, so every file is whole once the process is gone. The next run starts a
+    service of its own."""
     wandb.teardown()
     return wandb_records(offline_run_file(job_dir))
 

@@ -1,4 +1,4 @@
-"""Helpers that write tiny datasets in the real on-disk format (docs/data.md §2)."""
+"""Fixtures that write tiny datasets in the real on-disk format (docs/data.md §2)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from feature_files import save_features
-
-
-def video_entry(
-    subset: str, duration: float, anns: list[tuple[str, float, float]], fps: float | None = 10.0
-) -> dict:
-    """One ``database`` entry with annotations ``(label, start, end)`` in seconds."""
-    entry = {
-        "subset": subset,
-        "duration": duration,
-        "annotations": [{"label": lab, "segment": [s, e]} for lab, s, e in anns],
-    }
-    if fps is not None:
-        entry["fps"] = fps
-    return entry
+from helpers.features import ramp_features, save_features, video_entry
 
 
 @pytest.fixture
@@ -74,12 +60,6 @@ def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return write
-
-
-def ramp_features(length: int, dim: int) -> np.ndarray:
-    """``(length, dim)`` float32 with value ``100 * step + channel``."""
-    steps = np.arange(length, dtype=np.float32)[:, None]
-    return 100.0 * steps + np.arange(dim, dtype=np.float32)[None, :]
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers.commands import Result, run_command
 
 from asl_tal.cli.convert import main as convert_main
 from asl_tal.data.annotations import AnnotationError, load_annotations
@@ -374,10 +373,9 @@ def test_ego4d_bad_inputs(tmp_path, caplog):
 # --------------------------------------------------------------------------- asl-convert
 
 
-def _convert_module(*args: object) -> subprocess.CompletedProcess:
-    """``python -m asl_tal.cli.convert ARGS`` in a fresh interpreter."""
-    cmd = [sys.executable, "-m", "asl_tal.cli.convert", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _convert_command(*args: object) -> Result:
+    """``asl-convert ARGS`` (in this process)."""
+    return run_command("convert", *map(str, args), check=False)
 
 
 def test_cli_writes_the_same_json(tmp_path, capsys):
@@ -439,7 +437,7 @@ def test_cli_passes_the_options_through(tmp_path):
 
 
 def test_cli_help_lists_the_benchmarks():
-    proc = _convert_module("--help")
+    proc = _convert_command("--help")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: asl-convert")
     for benchmark in ("epic", "ego4d", "charades", "multithumos"):
@@ -475,7 +473,7 @@ def test_cli_missing_file_is_one_error_line(tmp_path):
     ep = _epic(tmp_path)
     missing = tmp_path / "EPIC_100_video_info_missing.csv"
     out = tmp_path / "out.json"
-    proc = _convert_module(
+    proc = _convert_command(
         *("epic", "--task", "verb", "--train", ep["training"]),
         *("--video-info", missing, "--out", out),
     )

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from model_defaults import sample_config
+from helpers.model_defaults import sample_config
 
 from asl_tal.data.annotations import load_annotations
 from asl_tal.data.batch import VideoMeta

@@ -6,8 +6,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from feature_files import save_features
-from model_defaults import sample_config
+from helpers.features import save_features
+from helpers.model_defaults import sample_config
 from test_datamodules import make
 
 from asl_tal.data.batch import VideoMeta

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from feature_files import save_features
-from model_defaults import sample_config
+from helpers.features import save_features
+from helpers.model_defaults import sample_config
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.features import FeatureError, FeatureStream

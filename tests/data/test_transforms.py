@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_defaults import sample_config
+from helpers.model_defaults import sample_config
 
 from asl_tal.data.annotations import VideoAnnotation
 from asl_tal.data.batch import VideoMeta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_defaults import network_kwargs, postprocess_config
+from helpers.model_defaults import network_kwargs, postprocess_config
 
 from asl_tal.data.batch import VideoMeta
 from asl_tal.models.network import ASLNetwork

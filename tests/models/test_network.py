@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_defaults import network_kwargs
+from helpers.model_defaults import network_kwargs
 from torch import nn
 
 from asl_tal.models.blocks import AffineDropPath

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_defaults import make_ascl
+from helpers.model_defaults import make_ascl
 
 from asl_tal.objective.ascl import ASCLoss, info_nce
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import torch
-from model_defaults import model_config
+from helpers.model_defaults import model_config
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.detector import ASLDetector

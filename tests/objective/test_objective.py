@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from model_defaults import make_objective
+from helpers.model_defaults import make_objective
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from model_defaults import postprocess_config
+from helpers.model_defaults import postprocess_config
 
 from asl_tal.data.batch import VideoMeta
 from asl_tal.postprocess.decode import decode_candidates, postprocess

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from model_defaults import postprocess_config
+from helpers.model_defaults import postprocess_config
 
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.nms import batched_nms

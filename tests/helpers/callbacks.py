@@ -1,6 +1,10 @@
-"""Callbacks that SIGKILL their own process: at a given global step, or half-way through
-writing a checkpoint (resume tests)."""
+"""Callbacks that tests hand to a training run (``+callbacks.x._target_=helpers.callbacks.X``):
+a full disk while plotting, and SIGKILLs of the run's own process at a given global step or
+half-way through writing a checkpoint (resume tests, which run in a process of their own)."""
 
+from __future__ import annotations
+
+import errno
 import hashlib
 import io
 import json
@@ -10,6 +14,22 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
+from matplotlib.figure import Figure
+
+
+def _disk_full(self, *args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class DiskFullSavefig(Callback):
+    """From ``setup`` to ``teardown`` every ``Figure.savefig`` fails as on a full disk."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._savefig = Figure.savefig
+        Figure.savefig = _disk_full
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        Figure.savefig = self._savefig
 
 
 class KillAtStep(Callback):
