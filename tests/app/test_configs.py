@@ -1,15 +1,14 @@
 """Every dataset and experiment config composes, and carries its row of the paper's tables."""
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 from asl_tal.conf import compose
+from helpers.commands import run_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from asl_tal.cli import train
 from asl_tal.detector import ASLDetector
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -114,11 +113,9 @@ def test_table_c_rows(name, class_level, instance_level, ascl_weight):
         assert cfg.model.ascl.weight == pytest.approx(ascl_weight)
 
 
-def test_cfg_job_shows_every_value(monkeypatch, capsys):
+def test_cfg_job_shows_every_value():
     """``python -m asl_tal.train --cfg job``: the values that run, none left to the code."""
-    monkeypatch.setattr(sys, "argv", ["asl_tal.train", "--cfg", "job"])
-    train.main()
-    shown = OmegaConf.create(capsys.readouterr().out)
+    shown = OmegaConf.create(run_module("asl_tal.train", "--cfg", "job").stdout)
     assert (shown.model.ascl.memory_size, shown.model.ascl.tau) == (512, 0.1)
     assert None not in OmegaConf.to_container(shown.model.ascl).values()
     # ActionFormer's ranges, written as the rule over model.l3 that gives them

@@ -200,6 +200,7 @@ def test_concurrent_threads_generate_once(tmp_path, monkeypatch):
     assert _files(root) == _files(tmp_path / "reference")
 
 
+@pytest.mark.slow  # two processes at once (each a fresh interpreter): in .ci/run's slow step
 def test_concurrent_processes_produce_one_consistent_dataset(tmp_path):
     root = tmp_path / "ds"
     ctx = multiprocessing.get_context("spawn")
