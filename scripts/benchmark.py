@@ -8,7 +8,9 @@ Sub-commands (``python scripts/benchmark.py SUB-COMMAND --help`` lists each one'
 - ``eval``: the detection scorer and batched Soft-NMS at the scale of a large test set;
 - ``loading``: loading, resampling and collating a batch of two THUMOS-sized videos;
 - ``losses``: label assignment and the objective's forward + backward at the THUMOS shape;
-- ``preflight``: the feature pre-flight check on 1,000 THUMOS-sized files.
+- ``preflight``: the feature pre-flight check on 1,000 THUMOS-sized files;
+- ``actionformer``: our training step and inference beside ActionFormer's official code
+  (a checkout of it), alternately in one process.
 
 Every JSON starts with the ``command`` that produced it.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 # the sub-commands live in scripts/benchmarking/, next to this file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarking import evaluation, loading, losses, pipeline, preflight
+from benchmarking import actionformer, evaluation, loading, losses, pipeline, preflight
 
 SUB_COMMANDS = {
     "pipeline": pipeline,
@@ -35,6 +37,7 @@ SUB_COMMANDS = {
     "loading": loading,
     "losses": losses,
     "preflight": preflight,
+    "actionformer": actionformer,
 }
 
 

@@ -220,3 +220,81 @@ def test_dense_inside_gts_equals_per_gt_evaluation(l4):
                 with torch.no_grad():
                     want = phi(feats[b][None] * region, region[None])[0] * region
                 torch.testing.assert_close(got[b, n], want, atol=1e-5, rtol=1e-5)
+
+
+FAKE_ACTIONFORMER = {
+    "libs/__init__.py": "",
+    "libs/core/__init__.py": (
+        "def load_config(path):\n"
+        "    return {'model_name': 'fake', 'model': {'max_seq_len': 2304},\n"
+        "            'opt': {'lr': 0.1}, 'train_cfg': {'clip_grad_l2norm': 1.0}}\n"
+    ),
+    "libs/utils/__init__.py": (
+        "import torch\n"
+        "def make_optimizer(model, cfg):\n"
+        "    return torch.optim.SGD(model.parameters(), lr=cfg['lr'])\n"
+    ),
+    "libs/modeling/__init__.py": (
+        "import time\n"
+        "import torch\n"
+        "BUILT, SEEN = [], []\n"
+        "class Fake(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.w = torch.nn.Parameter(torch.ones(()))\n"
+        "    def forward(self, videos):\n"
+        "        time.sleep(0.01)  # a time the reported medians resolve\n"
+        "        shapes = [(tuple(v['feats'].shape), tuple(v['segments'].shape),\n"
+        "                   tuple(v['labels'].shape)) for v in videos]\n"
+        "        SEEN.append((self.training, shapes))\n"
+        "        return {'final_loss': self.w * 2.0} if self.training else []\n"
+        "def make_meta_arch(name, **kwargs):\n"
+        "    BUILT.append((name, kwargs))\n"
+        "    return Fake()\n"
+    ),
+}
+
+
+@pytest.fixture
+def fake_actionformer(tmp_path):
+    """A stand-in ActionFormer checkout (its entry points only); its modules are dropped after."""
+    for name, text in FAKE_ACTIONFORMER.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    path = list(sys.path)
+    yield tmp_path
+    sys.path[:] = path
+    for name in [m for m in sys.modules if m == "libs" or m.startswith("libs.")]:
+        del sys.modules[name]
+
+
+def test_actionformer_times_each_setting_beside_its_model_on_the_same_inputs(fake_actionformer):
+    report = run_benchmark(
+        ["actionformer", "--af-source", str(fake_actionformer), "--config", "tiny",
+         "--seq-len", "64", "--repeats", "2", "--warmup", "1",
+         "--setting", "", "--setting", "model.network.attn_window=9"]
+    )  # fmt: skip
+    modeling = sys.modules["libs.modeling"]
+    tiny = compose("train", ["dataset=synthetic", "logger=none"])
+    width, classes = tiny.dataset.input_dim, tiny.dataset.num_classes
+    assert modeling.BUILT == [
+        ("fake", {"max_seq_len": 64, "input_dim": width, "num_classes": classes})
+    ]
+    # 2 settings x (1 warm-up + 2 timed) training steps of two videos, then as many
+    # single-video inferences, each with the benchmark's 30 GT segments per video
+    video = ((width, 64), (30, 2), (30,))
+    step, detect = (True, [video, video]), (False, [video])
+    assert modeling.SEEN == ([step] * 3 + [detect] * 3) * 2
+    assert [row["setting"] for row in report["rows"]] == ["", "model.network.attn_window=9"]
+    for row in report["rows"]:
+        for part in ("train_step", "inference"):
+            timed = row[part]
+            assert timed["ours"]["n"] == timed["actionformer"]["n"] == 2
+            ratio = timed["ours"]["median_s"] / timed["actionformer"]["median_s"]
+            assert timed["ratio_of_medians"] == pytest.approx(ratio, rel=1e-2, abs=1e-3)
+
+
+def test_actionformer_refuses_a_folder_that_is_not_its_checkout(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_benchmark(["actionformer", "--af-source", str(tmp_path)])
+    assert str(exit_info.value) == f"error: --af-source {tmp_path}: no libs/modeling in it"

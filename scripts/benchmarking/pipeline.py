@@ -228,7 +228,7 @@ class Runner:
             video_timer = SectionTimer(self.device)
             for rep in range(self.warmup + self.repeats):
                 target = video_timer if rep >= self.warmup else SectionTimer(self.device)
-                self._detect_once(detector, batch, post, target)
+                detect_once(detector, batch, post, target, self.precision)
             per_video[str(length)] = {k: v["median_s"] for k, v in video_timer.summary().items()}
             for name, values in video_timer.times.items():
                 timer.times.setdefault(name, []).append(float(np.median(values)))
@@ -242,32 +242,6 @@ class Runner:
             "per_video_median_s": per_video,
             **peak_memory_mb(self.device),
         }
-
-    @torch.no_grad()
-    def _detect_once(self, detector, batch, post, timer: SectionTimer) -> None:
-        def network():
-            with autocast(self.device, self.precision):
-                return detector(batch.feats, batch.mask)
-
-        out = timer.run("network", network)
-        points = detector.points(batch.feats.shape[-1], batch.feats.device)
-        cand = timer.run(
-            "decode",
-            lambda: decode_candidates(
-                points,
-                out.flat_logits().float(),
-                out.flat_offsets().float(),
-                out.flat_mask(),
-                post,
-            ),
-        )
-
-        def nms():
-            kept = batched_nms(cand.segments, cand.scores, cand.labels, cand.valid, post)
-            keep = kept[3][0]
-            return batch.meta[0].grid_to_seconds(kept[0][0][keep].double().cpu())
-
-        timer.run("nms", nms)
 
     # ------------------------------------------------------------------------------
     def nms(self) -> dict:
@@ -381,6 +355,38 @@ class Runner:
             seconds = timer.summary()["mm"]["median_s"]
             result[f"{name}_gflop_per_s"] = round(2 * m * k * m / seconds / 1e9, 1)
         return result
+
+
+@torch.no_grad()
+def detect_once(
+    detector: ASLDetector, batch, post: PostprocessConfig, timer: SectionTimer, precision: str
+) -> None:
+    """One video's detection, timed as ``network``, ``decode`` and ``nms`` sections."""
+    device = batch.feats.device
+
+    def network():
+        with autocast(device, precision):
+            return detector(batch.feats, batch.mask)
+
+    out = timer.run("network", network)
+    points = detector.points(batch.feats.shape[-1], device)
+    cand = timer.run(
+        "decode",
+        lambda: decode_candidates(
+            points,
+            out.flat_logits().float(),
+            out.flat_offsets().float(),
+            out.flat_mask(),
+            post,
+        ),
+    )
+
+    def nms():
+        kept = batched_nms(cand.segments, cand.scores, cand.labels, cand.valid, post)
+        keep = kept[3][0]
+        return batch.meta[0].grid_to_seconds(kept[0][0][keep].double().cpu())
+
+    timer.run("nms", nms)
 
 
 def sections(text: str) -> list[str]:
