@@ -163,6 +163,17 @@ def test_masked_self_attention_matches_dense_reference(stride: int, window: int 
     torch.testing.assert_close(out, reference_attention(attn, x, mask))
 
 
+@pytest.mark.parametrize(("stride", "window"), [(1, 5), (2, 7)])
+def test_local_attention_across_query_blocks_matches_dense_reference(stride, window) -> None:
+    # 70 and 45 real steps over several 32-query blocks, the last one part padding
+    torch.manual_seed(2)
+    attn = MaskedSelfAttention(8, 2, stride=stride, window=window).double()
+    mask = prefix_mask([70, 45], 76)
+    x = torch.randn(2, 76, 8, dtype=torch.float64) * mask[..., None]
+    out, _ = attn(x, mask)
+    torch.testing.assert_close(out, reference_attention(attn, x, mask))
+
+
 def test_all_padded_video_gives_finite_zero_output() -> None:
     attn = MaskedSelfAttention(8, 2, window=3)
     mask = torch.zeros(1, 6, dtype=torch.bool)
