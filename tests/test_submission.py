@@ -144,7 +144,7 @@ def test_actionformer_pickle_layout_by_hand(tmp_path: Path) -> None:
         **DETS,
         "vid_c": Detections(torch.tensor([[5.0, 6.0]]), torch.tensor([0.5]), torch.tensor([1])),
     }
-    path = write_results(tmp_path / "eval_results.pkl", dets, CLASSES, "actionformer")
+    path = write_results(tmp_path / "eval_results.pkl", dets, CLASSES, "actionformer", 50)
     with path.open("rb") as f:
         data = pickle.load(f)  # our own file, written just above
     assert list(data) == ["video-id", "t-start", "t-end", "label", "score"]

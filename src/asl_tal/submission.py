@@ -40,6 +40,7 @@ import torch
 
 from asl_tal.config_blocks import ConfigValueError
 from asl_tal.data.annotations import ClassMap, read_json
+from asl_tal.outputs import write_atomically
 from asl_tal.postprocess.decode import Detections
 
 _REAL_TYPES = frozenset((int, float))  # what JSON numbers parse to (bool is its own type)
@@ -170,22 +171,25 @@ def write_results(
     path: str | Path,
     detections: dict[str, Detections],
     class_map: ClassMap,
-    output_format: str = "activitynet",
-    retrieval_top_k: int = DEFAULT_RETRIEVAL_TOP_K,
+    output_format: str,
+    retrieval_top_k: int,
 ) -> Path:
-    """Write ``detections`` to ``path`` in ``output_format`` (:data:`OUTPUT_FORMATS`).
+    """Write ``detections`` to ``path`` in ``output_format`` (:data:`OUTPUT_FORMATS`), in one
+    step (:func:`~asl_tal.outputs.write_atomically`: an interrupted write leaves the previous
+    file whole), creating the parent folder.
 
     ``retrieval_top_k`` is read by the ``ego4d`` layout only (moments per clip and class).
     """
     check_output_format(output_format, retrieval_top_k)
     if output_format == "activitynet":
-        return write_activitynet_results(path, detections, class_map)
-    if output_format == "ego4d":
-        return write_json(path, ego4d_mq_submission(detections, class_map, retrieval_top_k))
+        content = json.dumps(activitynet_results(detections, class_map)).encode()
+    elif output_format == "ego4d":
+        content = json.dumps(ego4d_mq_submission(detections, class_map, retrieval_top_k)).encode()
+    else:
+        content = pickle.dumps(actionformer_results(detections))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        pickle.dump(actionformer_results(detections), f)
+    write_atomically(path, lambda f: f.write(content))
     return path
 
 

@@ -188,7 +188,7 @@ def test_timeline_without_ground_truth_by_hand():
 @pytest.mark.parametrize("output_format", ["activitynet", "ego4d", "actionformer"])
 def test_predict_overwrites_its_own_layouts_only(tmp_path, output_format):
     dets = {"v": Detections(torch.tensor([[1.0, 2.0]]), torch.tensor([0.5]), torch.tensor([0]))}
-    ours = write_results(tmp_path / "ours", dets, ClassMap(("a",)), output_format)
+    ours = write_results(tmp_path / "ours", dets, ClassMap(("a",)), output_format, 50)
     assert is_predict_output(ours)
     check_output(ours, [])  # a rerun may replace it
     torch.save({"video-id": 1, "t-start": 2}, tmp_path / "weights.pt")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickletools
 import sys
 from collections.abc import Sequence
@@ -241,18 +240,6 @@ class PredictReport:
     plot_failures: list[Skipped] = field(default_factory=list)
 
 
-def _write_atomically(output: Path, write) -> None:
-    """``write(tmp)`` next to ``output``, then move it in place (no half-written output)."""
-    target = output.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def report_summary(report: PredictReport) -> None:
     """One line per skipped and ignored input, to the log and to stderr."""
     lines = []
@@ -358,12 +345,7 @@ def predict(cfg: DictConfig) -> PredictReport:
         )
     class_map = ClassMap(tuple(module.class_names))
     with writing(output):
-        _write_atomically(
-            output,
-            lambda p: write_results(
-                p, detections, class_map, cfg.output_format, cfg.retrieval_top_k
-            ),
-        )
+        write_results(output, detections, class_map, cfg.output_format, cfg.retrieval_top_k)
     log.info("%d videos, detections written to %s (%s)", len(detections), output, cfg.output_format)
     if cfg.plot:
         report.plots, report.plot_failures = plot_videos(
