@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.runs import write_test_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -22,19 +23,8 @@ def write_run(
     last epoch (and of a checkpoint selected on held-out videos, when given)."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "config.yaml").write_text(f"seed: {seed}\ndataset:\n  root: {draw}\n")
-    if last is None:
-        return
-    results = folder / "results"
-    results.mkdir()
-    if selected is None:
-        (results / "test_metrics.json").write_text(
-            json.dumps({"weights": "last", "average_mAP": last})
-        )
-    else:
-        (results / "test_metrics.json").write_text(
-            json.dumps({"weights": "best", "average_mAP": selected})
-        )
-        (results / "test_last_metrics.json").write_text(json.dumps({"average_mAP": last}))
+    if last is not None:
+        write_test_scores(folder / "results", last, selected)
 
 
 def write_side(tmp_path: Path, name: str, scores: dict[str, list[float]]) -> str:

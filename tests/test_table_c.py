@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from asl_tal.conf import compose
+from helpers.runs import write_test_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -60,21 +61,8 @@ def write_job(
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text(f"- ablation={row}\n- seed={seed}\n")
-    if last is None:
-        return
-    results = job / "results"
-    results.mkdir()
-    if selected is None:
-        (results / "test_metrics.json").write_text(
-            json.dumps({"average_mAP": last, "weights": "last"})
-        )
-        return
-    (results / "test_metrics.json").write_text(
-        json.dumps({"average_mAP": selected, "weights": "best"})
-    )
-    (results / "test_last_metrics.json").write_text(
-        json.dumps({"average_mAP": last, "weights": "last"})
-    )
+    if last is not None:
+        write_test_scores(job / "results", last, selected)
 
 
 def test_collect_means_sample_sd_and_failed_jobs(tmp_path):

@@ -45,3 +45,21 @@ def error_line(result, *words: str) -> str:
     exit status 2, no traceback, the line holds ``words``."""
     assert result.returncode == 2, result.stderr[-4000:]
     return one_error_line(result.stderr, *words)
+
+
+def write_test_scores(results: Path, last: float, selected: float | None = None) -> None:
+    """The test scores ``train`` writes into a run's ``results/``: the last epoch's
+    ``average_mAP`` in ``test_metrics.json``; with ``selected``, that file holds the selected
+    checkpoint's (``"weights": "best"``) and ``test_last_metrics.json`` the last epoch's."""
+    results.mkdir(parents=True)
+    if selected is None:
+        (results / "test_metrics.json").write_text(
+            json.dumps({"average_mAP": last, "weights": "last"})
+        )
+        return
+    (results / "test_metrics.json").write_text(
+        json.dumps({"average_mAP": selected, "weights": "best"})
+    )
+    (results / "test_last_metrics.json").write_text(
+        json.dumps({"average_mAP": last, "weights": "last"})
+    )
