@@ -181,7 +181,7 @@ def export_detector(
     detector: ASLDetector, cfg: PostprocessConfig, max_length: int = DEFAULT_MAX_LENGTH
 ) -> torch.export.ExportedProgram:
     """``torch.export`` of :class:`DeployableDetector` with dynamic batch size and length
-    (``T = k · required_multiple``, ``T <= max_length``)."""
+    (``T = k · required_multiple``, ``k >= 2``, ``T <= max_length``)."""
     multiple = detector.required_multiple
     if max_length < 2 * multiple:
         raise UserInputError(
@@ -190,7 +190,8 @@ def export_detector(
         )
     module = DeployableDetector(detector, cfg).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
-    steps = torch.export.Dim("steps", min=1, max=max_length // multiple)
+    # one coarsest step is refused: the trace at two steps assumes more than one
+    steps = torch.export.Dim("steps", min=2, max=max_length // multiple)
     length = multiple * steps
     # example sizes of at least 2: torch.export fixes dimensions of size 0 or 1
     example_len = 2 * multiple

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.modules import tiny_module
 
 from asl_tal.checkpoints import load_checkpoint
 from asl_tal.cli.export import main
 from asl_tal.data.batch import VideoMeta
 from asl_tal.data.collate import collate
 from asl_tal.data.dataset import VideoSample
-from asl_tal.deployment import ExportedDetector, export_checkpoint
+from asl_tal.deployment import (
+    DeployableDetector,
+    ExportedDetector,
+    export_checkpoint,
+    export_detector,
+)
 
 # the tiny config: 64-wide features, l3=3 down-sampling blocks -> strides 1..8
 INPUT_DIM, COARSEST_STRIDE = 64, 2**3
@@ -62,6 +68,29 @@ def test_exported_detections_equal_the_eager_ones(exported, videos):
         torch.testing.assert_close(ours.scores, reference.scores, rtol=0, atol=1e-6)
         # float32 seconds in the graph, float64 after NMS in the eager path
         torch.testing.assert_close(ours.segments, reference.segments, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_local_window_attention_exports_for_every_length():
+    # debug=tiny with a window of 5: 8-d inputs, strides 1..8. T = 16 is one 32-query block on
+    # every level, T = 296 two or more (37 steps at stride 8); the program is traced at T = 16
+    module = tiny_module(["model.network.attn_window=5"])
+    detector = module.detector.eval()
+    program = export_detector(detector, module.postprocess_cfg, max_length=1024).module()
+    eager = DeployableDetector(detector, module.postprocess_cfg).eval()
+    generator = torch.Generator().manual_seed(0)
+    for lengths in [(16,), (40, 296), (296, 150, 9)]:
+        steps = max(lengths)
+        feats = torch.randn(len(lengths), 8, steps, generator=generator)
+        mask = torch.arange(steps)[None, :] < torch.tensor(lengths)[:, None]
+        inputs = (feats * mask[:, None], mask, *torch.ones(3, len(lengths)))
+        with torch.no_grad():
+            expected, deployed = eager(*inputs), program(*inputs)
+        for ours, reference in zip(deployed, expected, strict=True):
+            torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    # one step at the coarsest stride (T = 8) is below the program's range
+    with pytest.raises(AssertionError, match=r"size\(\)\[2\] >= 16"):
+        program(torch.zeros(1, 8, 8), torch.ones(1, 8, dtype=torch.bool), *torch.ones(3, 1))
 
 
 @pytest.mark.slow

@@ -8,12 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from asl_tal.conf import compose
+from helpers.modules import tiny_module
 from omegaconf import OmegaConf
 from torch import nn
 
 from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.ema import ModelEMA
-from asl_tal.lit_module import ASLLitModule, NonFiniteLossError
+from asl_tal.lit_module import NonFiniteLossError
 from asl_tal.optim import build_optimizer, cosine_multiplier, warmup_cosine, warmup_step
 
 
@@ -101,22 +102,6 @@ def test_ema_decay_warms_up_and_averages():
     model.weight.data.fill_(10.0)
     fixed.update(model)
     assert fixed.module.weight.item() == pytest.approx(0.9 * 3.0 + 0.1 * 10.0)
-
-
-def tiny_module(overrides: list[str]) -> ASLLitModule:
-    """The module of ``debug=tiny`` (8-d inputs, 64 steps) with ``overrides``."""
-    cfg = compose(
-        "train",
-        overrides=["debug=tiny", "dataset.input_dim=8", "dataset.max_seq_len=64", *overrides],
-    )
-    return ASLLitModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer),
-        scheduler=OmegaConf.to_container(cfg.scheduler),
-        postprocess=OmegaConf.to_container(cfg.postprocess),
-        evaluation=OmegaConf.to_container(cfg.evaluation),
-        class_names=["a", "b", "c"],
-    )
 
 
 @pytest.fixture

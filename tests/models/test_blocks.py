@@ -150,8 +150,18 @@ def reference_attention(attn: MaskedSelfAttention, x: torch.Tensor, mask: torch.
     return attn.out_proj(out) * out_mask[..., None]
 
 
+@pytest.fixture(params=["run", "export"])
+def attention_form(request, monkeypatch) -> str:
+    """Both forms of the local window: blocked when run, gathered while torch.export traces."""
+    if request.param == "export":
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    return request.param
+
+
 @pytest.mark.parametrize(("stride", "window"), [(1, None), (2, None), (1, 3), (2, 3)])
-def test_masked_self_attention_matches_dense_reference(stride: int, window: int | None) -> None:
+def test_masked_self_attention_matches_dense_reference(
+    stride: int, window: int | None, attention_form: str
+) -> None:
     torch.manual_seed(1)
     attn = MaskedSelfAttention(8, 2, stride=stride, window=window).double()
     for norm in (attn.q_norm, attn.k_norm, attn.v_norm):
@@ -164,7 +174,9 @@ def test_masked_self_attention_matches_dense_reference(stride: int, window: int 
 
 
 @pytest.mark.parametrize(("stride", "window"), [(1, 5), (2, 7)])
-def test_local_attention_across_query_blocks_matches_dense_reference(stride, window) -> None:
+def test_local_attention_across_query_blocks_matches_dense_reference(
+    stride, window, attention_form
+) -> None:
     # 70 and 45 real steps over several 32-query blocks, the last one part padding
     torch.manual_seed(2)
     attn = MaskedSelfAttention(8, 2, stride=stride, window=window).double()
@@ -174,7 +186,7 @@ def test_local_attention_across_query_blocks_matches_dense_reference(stride, win
     torch.testing.assert_close(out, reference_attention(attn, x, mask))
 
 
-def test_all_padded_video_gives_finite_zero_output() -> None:
+def test_all_padded_video_gives_finite_zero_output(attention_form: str) -> None:
     attn = MaskedSelfAttention(8, 2, window=3)
     mask = torch.zeros(1, 6, dtype=torch.bool)
     out, _ = attn(torch.zeros(1, 6, 8), mask)

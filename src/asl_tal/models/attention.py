@@ -108,6 +108,46 @@ class MaskedSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """Each query attends to keys ``t - w//2 .. t + w//2``; memory linear in ``T``.
 
+        Blocked (:meth:`_local_blocked`) when run, gathered (:meth:`_local_gathered`) while
+        ``torch.export`` traces: the block count ``ceil(T / LOCAL_BLOCK)`` is a size that
+        export would fix to its value at the example length, the gathered form has none.
+
+        ``(B, H, T, dh)`` each, ``mask (B, T)`` -> ``(B, H, T, dh)``.
+        """
+        if torch.compiler.is_exporting():
+            return self._local_gathered(q, k, v, mask)
+        return self._local_blocked(q, k, v, mask)
+
+    def _local_gathered(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_local` as ``w`` shifted products: score ``i`` of query ``t`` is
+        ``q_t · k_{t+i-w//2}``; shapes are ``T`` and ``w`` only, with no block count and no
+        comparison of ``T`` with ``w``.
+
+        ``(B, H, T, dh)`` each, ``mask (B, T)`` -> ``(B, H, T, dh)``.
+        """
+        r = self.window // 2
+        steps = q.shape[2]
+        k_padded, v_padded = (F.pad(x, (0, 0, r, r)) for x in (k, v))  # (B, H, T + 2r, dh)
+        key_padded = F.pad(mask, (r, r), value=False)
+        scores = torch.stack(
+            [(q * k_padded[:, :, i : i + steps]).sum(-1) for i in range(self.window)], dim=-1
+        ) / math.sqrt(q.shape[-1])  # (B, H, T, w)
+        key_real = torch.stack(
+            [key_padded[:, i : i + steps] for i in range(self.window)], dim=-1
+        )  # (B, T, w)
+        scores = scores.masked_fill(~_guard_empty(key_real)[:, None], float("-inf"))
+        weights = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)
+        return sum(
+            weights[..., i, None] * v_padded[:, :, i : i + steps] for i in range(self.window)
+        )
+
+    def _local_blocked(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_local` in blocks of queries.
+
         Queries run in blocks of ``LOCAL_BLOCK``; a block's keys are its own steps and
         ``w//2`` more on each side, masked to each query's band, so every product is a dense
         ``(LOCAL_BLOCK, LOCAL_BLOCK + 2·(w//2))`` tile (several times faster on CPU than
