@@ -44,11 +44,16 @@ def test_legacy_hparams_map_onto_todays_blocks():
     # it trained with the released code's positions and unnormalised weights, today's defaults
     assert upgraded["model"]["sensitivity"]["divide_by_stride"] is True
     assert upgraded["model"]["sensitivity"]["weight_normalize"] == "none"
-    # a checkpoint from before the switch trained with ReLU offsets; today's default is softplus
-    assert today["model"]["network"]["offset_activation"] == "softplus"
+    # a checkpoint from before the switches trained with ReLU offsets, global attention and
+    # the channel branch; today's defaults are softplus, a window of 19, no channel branch
+    today_network = today["model"]["network"]
+    assert (today_network["offset_activation"], today_network["attn_window"]) == ("softplus", 19)
+    assert today_network["channel_attention"] is False
     assert upgraded["model"]["network"] == {
-        **today["model"]["network"],
+        **today_network,
         "offset_activation": "relu",
+        "attn_window": None,
+        "channel_attention": True,
     }
     # the earlier layout stored tau 0.1, which topk mode (the default) also uses for null;
     # it trained with λ 0.1 and without the memory queue
@@ -66,7 +71,11 @@ def test_legacy_hparams_map_onto_todays_blocks():
 
 
 def test_a_legacy_checkpoint_loads_its_weights(tmp_path):
-    weights = todays_module("model.ascl.memory_size=0").state_dict()
+    weights = todays_module(
+        "model.ascl.memory_size=0",
+        "model.network.attn_window=null",
+        "model.network.channel_attention=true",
+    ).state_dict()
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": LEGACY, "state_dict": weights}, path)
     module = load_checkpoint(path, ["a", "b", "c"], 8)
