@@ -23,6 +23,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from asl_tal.selection import TieRule, improves
+
 log = logging.getLogger("asl_tal.epochs")
 
 # Lightning advertises its cloud products at every Trainer start (rank_zero_info)
@@ -93,15 +95,18 @@ class EpochLog(Callback):
         monitor: the validation metric whose best value (and epoch) each line reports.
         mode: ``max`` or ``min``: which value of ``monitor`` is best.
         filename: the CSV file, relative to the run folder (``trainer.default_root_dir``).
+        ties: ``latest`` or ``earliest``: which of two epochs with the same best value is
+            reported (:mod:`asl_tal.selection`; the same rule as the kept checkpoint).
     """
 
-    def __init__(self, monitor: str, mode: str, filename: str) -> None:
+    def __init__(self, monitor: str, mode: str, filename: str, ties: TieRule = "latest") -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"EpochLog: mode must be 'max' or 'min', got {mode!r}")
         self.monitor = monitor
         self.mode = mode
         self.filename = filename
+        self.ties = ties
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.rows: list[dict[str, float | int]] = []
@@ -163,7 +168,7 @@ class EpochLog(Callback):
         value = self._val.get(self.monitor)
         if value is None or math.isnan(value):
             return
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+        if improves(value, self.best, self.mode, self.ties):
             self.best, self.best_epoch = value, trainer.current_epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -301,6 +301,10 @@ def test_train_without_any_fps(tmp_path):
         ("scheduler.eta_min=abc", "scheduler.eta_min: expected a number, got 'abc'"),
         ("+scheduler.gamma=0.1", "scheduler: unknown scheduler.gamma"),
         ("callbacks.visualization.dpi=0", "callbacks.visualization.dpi: must be > 0, got 0"),
+        (
+            "callbacks.model_checkpoint.ties=last",
+            "callbacks.model_checkpoint.ties: expected one of",
+        ),
         ("optimizer.weight_decay=-1", "optimizer.weight_decay: must be >= 0, got -1"),
     ],
 )
