@@ -15,7 +15,7 @@ import pytest
 import torch
 from asl_tal.conf import compose
 
-from asl_tal.objective.sensitivity import InstanceSensitivity
+from asl_tal.objective.sensitivity import InstanceSensitivity, per_gt_is_cheaper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -187,9 +187,14 @@ def test_summarize_median_and_spread():
     assert stats["spread"] == pytest.approx(1.0)  # (3 - 1) / 2
 
 
+@pytest.mark.parametrize("way", ["per_gt", "dense_and_ends"])
 @pytest.mark.parametrize("l4", [0, 1, 2, 3])
-def test_dense_inside_gts_equals_per_gt_evaluation(l4):
-    """The dense pass + boundary windows equals Φ run on each GT's frames alone."""
+def test_both_ways_of_inside_gts_equal_per_gt_evaluation(l4, way, monkeypatch):
+    """Both ways of ``inside_gts`` (each GT as a span; the dense pass + boundary windows)
+    equal Φ run on each GT's frames alone."""
+    monkeypatch.setattr(
+        "asl_tal.objective.sensitivity.per_gt_is_cheaper", lambda *args: way == "per_gt"
+    )
     generator = torch.Generator().manual_seed(l4)
     d, seq_len = 6, 40
     inst = InstanceSensitivity(d, l4, "inside_gt", 16)
@@ -199,6 +204,7 @@ def test_dense_inside_gts_equals_per_gt_evaluation(l4):
     feats = torch.randn(2, d, seq_len, generator=generator)
     valid = torch.ones(2, seq_len, dtype=torch.bool)
     valid[1, 30:] = False
+    valid[0, 15] = False  # a hole inside a GT: both its sides see a zero there
     # short and long GTs, overlapping ones, at both video ends, into the padding, and one
     # between two grid frames (no frame inside)
     segments = torch.tensor(
@@ -220,6 +226,16 @@ def test_dense_inside_gts_equals_per_gt_evaluation(l4):
                 with torch.no_grad():
                     want = phi(feats[b][None] * region, region[None])[0] * region
                 torch.testing.assert_close(got[b, n], want, atol=1e-5, rtol=1e-5)
+
+
+def test_per_gt_is_cheaper_by_hand():
+    # 2 GTs of 10 frames in 2 videos of 40: 20 + 2 = 22 against 80 + 2·2·(3·2 + 1) = 108
+    assert per_gt_is_cheaper(20, 2, 80, 2)
+    # 30 overlapping GTs covering 40 frames each: 1,200 + 30 against 80 + 60·7 = 500
+    assert not per_gt_is_cheaper(1200, 30, 80, 2)
+    # l4 = 0: no windows; 80 + 0 = 80 against 79 + 1 = 80 (a tie takes the per-GT way)
+    assert per_gt_is_cheaper(79, 1, 80, 0)
+    assert not per_gt_is_cheaper(80, 1, 80, 0)
 
 
 FAKE_ACTIONFORMER = {

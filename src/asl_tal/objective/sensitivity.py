@@ -11,8 +11,10 @@ on each side (``l4`` conv layers of kernel 3 see exactly ``l4`` frames either wa
 tiles of all spans run as one ``(tiles, d, tile_len + 2 l4)`` batch and the tile centres are
 exact. Memory grows with the frames evaluated, not with the longest GT times the GT count.
 At the positive points only the few frames holding positives are evaluated (each needs its
-``l4`` neighbours only); on every level-0 frame inside a GT (for ASCL) one dense pass serves
-all frames at least ``l4`` from a GT end, and only those ends are evaluated per GT.
+``l4`` neighbours only). On every level-0 frame inside a GT (for ASCL) each GT's frames run
+as one span; where GTs overlap so much that this costs more than the whole video, one dense
+pass serves all frames at least ``l4`` from a GT end, and only those ends are evaluated per
+GT.
 """
 
 from __future__ import annotations
@@ -176,6 +178,15 @@ class ClassSensitivity(nn.Module):
         return {
             name: float(getattr(self, name)[label].detach()) for name in self.weight_decay_params
         }
+
+
+def per_gt_is_cheaper(inside_frames: int, num_gts: int, video_frames: int, radius: int) -> bool:
+    """Whether running each GT's frames as a span (``inside_frames`` GT frames, counted
+    once per GT, and a zero step per GT) evaluates no more frames than a dense pass over
+    the ``video_frames`` of the batch plus two GT-masked windows of ``3 radius`` frames and
+    a zero step per GT end (none when ``radius`` is 0)."""
+    windows = 2 * num_gts * (3 * radius + 1) if radius else 0
+    return inside_frames + num_gts <= video_frames + windows
 
 
 class MaskedConvLayer(nn.Module):
@@ -409,10 +420,10 @@ class InstanceSensitivity(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``q`` on every level-0 frame inside every GT, ``Phi`` input masked to the GT.
 
-        ``Phi`` sees ``l4`` frames either side, so a frame at least ``l4`` frames from both
-        ends of its GT gets the same value from one dense pass over the whole video (masked
-        to ``valid`` only) as from the GT-masked pass. Only the ``l4`` frames at each end of
-        each GT are evaluated again, in small windows masked to the GT.
+        Two exact ways, the one that evaluates fewer frames for the batch is taken:
+        :meth:`_per_gt` runs each GT's frames as one span (the frames inside GTs, counted
+        once per GT), :meth:`_dense_and_ends` one dense pass over the whole video plus the
+        ``l4`` frames at each GT end (cheaper where GTs overlap heavily).
 
         Args:
             feats: ``(B, d, T)`` level-0 features.
@@ -423,7 +434,6 @@ class InstanceSensitivity(nn.Module):
             ``q_cls``, ``q_loc``: ``(B, N, T)``, 0 outside each GT.
         """
         num_frames = feats.shape[2]
-        radius = self.phi_cls.receptive_radius
         lo = torch.ceil(segments[..., 0]).long().clamp(min=0)  # (B, N)
         hi = torch.floor(segments[..., 1]).long().clamp(max=num_frames - 1)
         frames = torch.arange(num_frames, device=feats.device)
@@ -432,6 +442,51 @@ class InstanceSensitivity(nn.Module):
             & (frames <= hi[..., None])
             & (seg_mask[..., None] & valid[:, None, :])
         )  # (B, N, T)
+        radius = self.phi_cls.receptive_radius
+        if per_gt_is_cheaper(int(inside.sum()), int(seg_mask.sum()), valid.numel(), radius):
+            return self._per_gt(feats, inside)
+        return self._dense_and_ends(feats, valid, inside, lo, hi, seg_mask)
+
+    def _per_gt(
+        self, feats: torch.Tensor, inside: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q`` with each GT's frames (``inside`` ``(B, N, T)``) run as one span: all spans
+        in one sequence, a masked zero step wherever the next frame is not the same GT's
+        next frame (which a k3 convolution reads as its padding)."""
+        num_gt, num_frames = inside.shape[1:]
+        out_cls = feats.new_zeros(inside.shape, dtype=torch.float32)
+        out_loc = out_cls.clone()
+        b, n, t = torch.nonzero(inside, as_tuple=True)
+        if t.numel() == 0:
+            return out_cls, out_loc
+        key = (b * num_gt + n) * (num_frames + 1) + t  # consecutive frames of a GT: +1
+        step = torch.ones_like(key)
+        step[1:] += (key[1:] - key[:-1] != 1).long()
+        position = torch.cumsum(step, 0) - 1
+        length = int(position[-1]) + 1
+        x = feats.new_zeros(1, feats.shape[1], length)
+        x[0, :, position] = feats.transpose(1, 2)[b, t].T
+        member = torch.zeros(1, length, dtype=torch.bool, device=feats.device)
+        member[0, position] = True
+        out_cls[b, n, t] = self.phi_cls(x, member)[0, position]
+        out_loc[b, n, t] = self.phi_loc(x, member)[0, position]
+        return out_cls, out_loc
+
+    def _dense_and_ends(
+        self,
+        feats: torch.Tensor,
+        valid: torch.Tensor,
+        inside: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        seg_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q`` from one dense pass over the video (masked to ``valid`` only), exact for a
+        frame at least ``l4`` frames from both ends of its GT (``Phi`` sees ``l4`` frames
+        either side); the ``l4`` frames at each end of each GT are evaluated again, in small
+        windows masked to the GT. ``lo``, ``hi``: ``(B, N)`` first / last frame of each GT."""
+        num_frames = feats.shape[2]
+        radius = self.phi_cls.receptive_radius
         dense_cls = self.phi_cls(feats, valid)
         dense_loc = self.phi_loc(feats, valid)
         out_cls = dense_cls[:, None, :] * inside
