@@ -99,7 +99,7 @@ class EpochLog(Callback):
             reported (:mod:`asl_tal.selection`; the same rule as the kept checkpoint).
     """
 
-    def __init__(self, monitor: str, mode: str, filename: str, ties: TieRule = "latest") -> None:
+    def __init__(self, monitor: str, mode: str, filename: str, ties: TieRule) -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"EpochLog: mode must be 'max' or 'min', got {mode!r}")

@@ -148,7 +148,9 @@ class Scripted(L.LightningModule):
 def fit_scripted(
     root: Path, max_epochs: int = 3, ckpt_path: Path | None = None
 ) -> tuple[L.Trainer, EpochLog]:
-    epoch_log = EpochLog(monitor="val/average_mAP", mode="max", filename="metrics.csv")
+    epoch_log = EpochLog(
+        monitor="val/average_mAP", mode="max", filename="metrics.csv", ties="latest"
+    )
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -227,4 +229,4 @@ def test_on_terminal_needs_both_streams_to_be_terminals(monkeypatch):
 
 def test_mode_must_be_max_or_min():
     with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
-        EpochLog(monitor="val/average_mAP", mode="best", filename="metrics.csv")
+        EpochLog(monitor="val/average_mAP", mode="best", filename="metrics.csv", ties="latest")
