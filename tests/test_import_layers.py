@@ -44,6 +44,8 @@ LAYERS = {
     "sweeps": 5,
     "tracking": 5,
     "run_log": 5,
+    # which epoch is the best (tie rule): the checkpoint callback and run_log's EpochLog
+    "selection": 4.5,
     "viz": 4,
     "conf": -1,
     # the commands (one module per console script) and what they share: building a run from
