@@ -197,7 +197,7 @@ def test_both_ways_of_inside_gts_equal_per_gt_evaluation(l4, way, monkeypatch):
     )
     generator = torch.Generator().manual_seed(l4)
     d, seq_len = 6, 40
-    inst = InstanceSensitivity(d, l4, "inside_gt", 16)
+    inst = InstanceSensitivity(d, l4, None, "inside_gt", 16)
     with torch.no_grad():
         for param in inst.parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.5)

@@ -115,6 +115,7 @@ MIGRATIONS: tuple[tuple[str, str, Any], ...] = (
     ("model.points.regression_ranges", "null", _doubling_ranges),
     ("model.sensitivity.normalize", "missing", "none"),
     ("model.sensitivity.evaluator_tile_len", "missing", 16),
+    ("model.sensitivity.evaluator_width", "missing", None),
     ("model.sensitivity.weight_normalize", "missing", "none"),
     ("model.sensitivity.gaussian_lr_scale", "missing", 1.0),
     ("model.sensitivity.loc_sigma_init", "missing", 1.0),

@@ -134,6 +134,12 @@ MODEL_CASES = [
     ),
     (
         "sensitivity",
+        "evaluator_width",
+        0,
+        "model.sensitivity.evaluator_width: must be > 0, got 0",
+    ),
+    (
+        "sensitivity",
         "gaussian_lr_scale",
         0,
         "model.sensitivity.gaussian_lr_scale: must be > 0, got 0",

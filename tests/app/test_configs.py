@@ -261,6 +261,18 @@ def test_stable_interface_keys_reach_the_objects_they_promise():
     assert list(cfg.logger) == ["csv"]
 
 
+@pytest.mark.parametrize(("width", "channels"), [("null", 32), ("8", 8)])
+def test_evaluator_width_sets_phi_channels(width, channels):
+    """``model.sensitivity.evaluator_width`` narrows both evaluators; null keeps ``d_emb``."""
+    model = resolved(
+        compose_train(["model.d_emb=32", f"model.sensitivity.evaluator_width={width}"]), "model"
+    )
+    inst = ASLDetector.from_config(model, num_classes=3).objective.instance_sensitivity
+    for phi in (inst.phi_cls, inst.phi_loc):
+        assert phi.layers[0].conv.in_channels == 32
+        assert [layer.conv.out_channels for layer in phi.layers] == [channels] * model["l4"]
+
+
 def test_an_unknown_key_fails_at_composition_and_at_construction():
     with pytest.raises(ConfigCompositionException, match="tau_typo"):
         compose_train(["model.ascl.tau_typo=0.2"])

@@ -133,12 +133,14 @@ def make_case(seed, seq_len=64, d=8):
     return points, sizes, segments, seg_mask, labels, feats, masks
 
 
-@pytest.mark.parametrize("mode", ["inside_gt", "positives"])
+@pytest.mark.parametrize(
+    ("mode", "width"), [("inside_gt", None), ("positives", None), ("inside_gt", 3)]
+)
 @pytest.mark.parametrize("tile_len", [3, 32])
-def test_q_at_positives_matches_per_gt_reference(mode, tile_len):
+def test_q_at_positives_matches_per_gt_reference(mode, width, tile_len):
     torch.manual_seed(0)
     points, sizes, segments, seg_mask, labels, feats, masks = make_case(1)
-    inst = InstanceSensitivity(8, 2, evaluator_mask=mode, tile_len=tile_len)
+    inst = InstanceSensitivity(8, 2, width, evaluator_mask=mode, tile_len=tile_len)
     targets = assign_targets(points, segments, seg_mask, labels, 3, 1.5)
     valid = torch.cat(masks, 1)
     pos = targets.pos_mask & valid
@@ -169,7 +171,7 @@ def test_q_at_positives_matches_per_gt_reference(mode, tile_len):
 def test_q_inside_gts_matches_per_gt_reference():
     torch.manual_seed(0)
     _, _, segments, seg_mask, _, feats, masks = make_case(2)
-    inst = InstanceSensitivity(8, 3, "inside_gt", 4)
+    inst = InstanceSensitivity(8, 3, None, "inside_gt", 4)
     q_cls, q_loc = inst.inside_gts(feats[0], masks[0], segments, seg_mask)
     grid = torch.arange(feats[0].shape[2]).float()
     for b, n in torch.nonzero(seg_mask).tolist():
@@ -185,7 +187,7 @@ def test_q_inside_gts_matches_per_gt_reference():
 def test_evaluator_gradients_reach_phi_and_features():
     points, _, segments, seg_mask, labels, feats, masks = make_case(3)
     feats = [f.requires_grad_() for f in feats]
-    inst = InstanceSensitivity(8, 2, "inside_gt", 5)
+    inst = InstanceSensitivity(8, 2, None, "inside_gt", 5)
     targets = assign_targets(points, segments, seg_mask, labels, 3, 1.5)
     q_cls, q_loc = inst.at_positives(
         feats, masks, points, segments, targets.gt_index, targets.pos_mask
@@ -195,11 +197,16 @@ def test_evaluator_gradients_reach_phi_and_features():
     assert feats[0].grad.abs().sum() > 0
 
 
-def test_evaluator_runs_each_span_as_if_alone():
+@pytest.mark.parametrize(("width", "channels"), [(None, [6, 6]), (3, [3, 3])])
+def test_evaluator_runs_each_span_as_if_alone(width, channels):
     """K spans evaluated together equal a plain per-span Phi (zero "same" padding at each
-    span's ends), written here from the layer weights."""
+    span's ends), written here from the layer weights; ``width`` sets the conv channels
+    (None: the input's 6)."""
     torch.manual_seed(0)
-    phi = InstanceEvaluator(6, 2)
+    phi = InstanceEvaluator(6, 2, width)
+    assert [layer.conv.out_channels for layer in phi.layers] == channels
+    assert [layer.conv.in_channels for layer in phi.layers] == [6, channels[0]]
+    assert phi.out.in_features == channels[-1]
     with torch.no_grad():
         for layer in phi.layers:
             layer.norm.bias.normal_()  # LN(0) = bias: a leak across spans would show
@@ -212,7 +219,7 @@ def test_evaluator_runs_each_span_as_if_alone():
         for layer in phi.layers:
             y = torch.nn.functional.conv1d(y, layer.conv.weight, layer.conv.bias, padding=1)
             y = torch.nn.functional.layer_norm(
-                y.transpose(1, 2), (6,), layer.norm.weight, layer.norm.bias
+                y.transpose(1, 2), (y.shape[1],), layer.norm.weight, layer.norm.bias
             ).transpose(1, 2)
             y = torch.relu(y) * m
         want = torch.sigmoid(y[0].T @ phi.out.weight[0] + phi.out.bias[0])

@@ -76,6 +76,7 @@ class ASLObjective(nn.Module):
             InstanceSensitivity(
                 d_emb,
                 sensitivity.evaluator_layers,
+                sensitivity.evaluator_width,
                 sensitivity.evaluator_mask,
                 sensitivity.evaluator_tile_len,
             )

@@ -19,6 +19,7 @@ GT.
 
 from __future__ import annotations
 
+import itertools
 import math
 import typing
 from typing import Literal
@@ -190,26 +191,35 @@ def per_gt_is_cheaper(inside_frames: int, num_gts: int, video_frames: int, radiu
 
 
 class MaskedConvLayer(nn.Module):
-    """Conv1d k3 ``d -> d``, LayerNorm over channels, ReLU; zero outside the mask."""
+    """Conv1d k3 ``d_in -> d_out``, LayerNorm over channels, ReLU; zero outside the mask."""
 
-    def __init__(self, d: int) -> None:
+    def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(d, d, kernel_size=3, padding=1)
-        self.norm = nn.LayerNorm(d)
+        self.conv = nn.Conv1d(d_in, d_out, kernel_size=3, padding=1)
+        self.norm = nn.LayerNorm(d_out)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(K, d, W)`` zero outside ``mask`` ``(K, W)``; returns ``(K, d, W)``."""
+        """``x``: ``(K, d_in, W)`` zero outside ``mask`` ``(K, W)``; returns ``(K, d_out, W)``."""
         y = self.norm(self.conv(x).transpose(1, 2)).transpose(1, 2)
         return torch.relu(y) * mask[:, None, :]
 
 
 class InstanceEvaluator(nn.Module):
-    """``Phi``: ``l4`` x [masked Conv1d k3, LN, ReLU], then Linear ``d -> 1`` and sigmoid."""
+    """``Phi``: ``l4`` x [masked Conv1d k3, LN, ReLU], then Linear and sigmoid.
 
-    def __init__(self, d: int, l4: int) -> None:
+    Args:
+        d: input feature width.
+        l4: conv layers.
+        width: channels of the conv layers (the first maps ``d -> width``); None = ``d``.
+    """
+
+    def __init__(self, d: int, l4: int, width: int | None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(MaskedConvLayer(d) for _ in range(l4))
-        self.out = nn.Linear(d, 1)
+        widths = [d] + [d if width is None else width] * l4
+        self.layers = nn.ModuleList(
+            MaskedConvLayer(d_in, d_out) for d_in, d_out in itertools.pairwise(widths)
+        )
+        self.out = nn.Linear(widths[-1], 1)
 
     @property
     def receptive_radius(self) -> int:
@@ -240,17 +250,25 @@ class InstanceSensitivity(nn.Module):
     Args:
         d: feature width.
         l4: conv layers per evaluator.
+        width: channels of the evaluators' conv layers; None = ``d``.
         evaluator_mask: ``"inside_gt"`` (input masked to the GT's frames) or ``"positives"``
             (masked to the GT's positive points on the level).
         tile_len: frames per tile of the batched evaluation.
     """
 
-    def __init__(self, d: int, l4: int, evaluator_mask: EvaluatorMask, tile_len: int) -> None:
+    def __init__(
+        self,
+        d: int,
+        l4: int,
+        width: int | None,
+        evaluator_mask: EvaluatorMask,
+        tile_len: int,
+    ) -> None:
         super().__init__()
         if evaluator_mask not in EVALUATOR_MASKS:
             raise ValueError(f"evaluator_mask must be one of {EVALUATOR_MASKS}")
-        self.phi_cls = InstanceEvaluator(d, l4)
-        self.phi_loc = InstanceEvaluator(d, l4)
+        self.phi_cls = InstanceEvaluator(d, l4, width)
+        self.phi_loc = InstanceEvaluator(d, l4, width)
         self.evaluator_mask = evaluator_mask
         self.tile_len = tile_len
 

@@ -39,6 +39,7 @@ class SensitivitySettings:
         class_level: build and use ``p`` (the per-class Gaussians).
         instance_level: build ``Phi`` and use ``q`` and ``L_s``.
         evaluator_layers: conv layers of each instance evaluator (``l4``).
+        evaluator_width: channels of ``Phi``'s conv layers; None = the feature width ``d``.
         evaluator_tile_len: frames per tile of the batched ``Phi`` evaluation.
         divide_by_stride: ``x = (m - t) / (s L)``; off uses ``s = 1``.
         normalize: ``"none"`` or ``"mean"`` (``p`` rescaled to mean 1 per GT).
@@ -56,6 +57,7 @@ class SensitivitySettings:
     class_level: bool
     instance_level: bool
     evaluator_layers: Annotated[int, NON_NEGATIVE.up_to(32)]
+    evaluator_width: Annotated[int | None, POSITIVE]
     evaluator_tile_len: Annotated[int, POSITIVE]
     divide_by_stride: bool
     normalize: Normalize
