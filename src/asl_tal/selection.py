@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 TieRule = Literal["latest", "earliest"]
 
 
-def improves(value: float, best: float | None, mode: str, ties: str) -> bool:
+def improves(value: float, best: float | None, mode: str, ties: TieRule) -> bool:
     """Whether an epoch scoring ``value`` replaces the best so far (``best``, ``None`` when
     there is none yet): a better score by ``mode`` (``max`` / ``min``), or an equal one
     when ``ties`` is ``latest``."""

@@ -108,9 +108,10 @@ def test_the_defaults_keep_the_latest_tied_epoch_and_the_epoch_log_follows_the_c
     cfg = compose("train", [])
     assert cfg.callbacks.model_checkpoint.ties == "latest"
     assert cfg.callbacks.epoch_log.ties == "latest"
-    assert compose(
-        "train", ["callbacks.model_checkpoint.ties=earliest"]
-    ).callbacks.epoch_log.ties == ("earliest")
+    assert (
+        compose("train", ["callbacks.model_checkpoint.ties=earliest"]).callbacks.epoch_log.ties
+        == "earliest"
+    )
     assert (
         compose("train", ["callbacks.model_checkpoint=null"]).callbacks.epoch_log.ties == "latest"
     )
