@@ -279,7 +279,7 @@ class ASLEncoder(nn.Module):
         x = self.projection(feats, mask)
         for layer in self.tcn:
             x = layer(x, mask)
-        x = x.transpose(1, 2)  # (B, T, d); contiguous, the LayerNorm wrote channels-last
+        x = x.transpose(1, 2).contiguous()  # (B, T, d), channels-last for the transformer
         if self.abs_pos_enc:
             x = x + sinusoidal_position_encoding(mask, self.d_emb, self.max_seq_len, x.dtype)
         for block in self.stem:
