@@ -15,6 +15,7 @@ from asl_tal.models.blocks import (
     LayerNormChannels,
     MaskedConv1d,
     downsample_mask,
+    k3_taps,
 )
 from asl_tal.models.encoder import TransformerBlock, sinusoidal_position_encoding
 
@@ -191,6 +192,19 @@ def test_all_padded_video_gives_finite_zero_output(attention_form: str) -> None:
     mask = torch.zeros(1, 6, dtype=torch.bool)
     out, _ = attn(torch.zeros(1, 6, 8), mask)
     assert torch.isfinite(out).all() and out.abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    ("stride", "expected"),
+    [
+        (1, [[9, 1, 2, 3, 4], [1, 2, 3, 4, 5], [2, 3, 4, 5, 9]]),
+        (2, [[9, 2, 4], [1, 3, 5], [2, 4, 9]]),  # output t reads steps 2t - 1, 2t, 2t + 1
+    ],
+)
+def test_k3_taps_are_the_windows_of_a_same_padded_kernel(stride: int, expected: list) -> None:
+    x = torch.arange(1.0, 6.0)[None, :, None].expand(1, 5, 2)  # T = 5, two channels alike
+    taps = k3_taps(x, stride, math.ceil(5 / stride), fill=9.0)
+    assert [tap[0, :, 1].tolist() for tap in taps] == expected
 
 
 def test_down_sampling_skip_is_a_max_pool_over_real_steps() -> None:

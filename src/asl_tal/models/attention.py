@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asl_tal.models.blocks import downsample_mask
+from asl_tal.models.blocks import downsample_mask, k3_taps
 
 LOCAL_BLOCK = 32  # queries per block of the local-window attention
 
@@ -60,8 +60,9 @@ class MaskedSelfAttention(nn.Module):
         self.stride = stride
         self.window = window
         self.dropout = dropout
-        # One grouped conv computes the three depthwise convs: output channel 3c + j is
-        # branch j (q, k, v) of input channel c.
+        # The three depthwise kernels as one grouped conv's weight ``(3d, 1, 3)``: output
+        # channel 3c + j is branch j (q, k, v) of input channel c. :meth:`_depthwise`
+        # applies them to the channels-last input.
         self.qkv_conv = nn.Conv1d(dim, 3 * dim, 3, stride=stride, padding=1, groups=dim, bias=False)
         self.q_norm = nn.LayerNorm(dim)
         self.k_norm = nn.LayerNorm(dim)
@@ -79,12 +80,14 @@ class MaskedSelfAttention(nn.Module):
         """
         b, _, c = x.shape
         out_mask = downsample_mask(mask, self.stride)
-        qkv = self.qkv_conv(x.transpose(1, 2)).unflatten(1, (c, 3))  # (B, C, 3, T')
         heads = (self.n_heads, c // self.n_heads)
         q, k, v = (
-            proj(norm(qkv[:, :, j].transpose(1, 2))).unflatten(-1, heads).transpose(1, 2)
-            for j, (norm, proj) in enumerate(
-                [(self.q_norm, self.q_proj), (self.k_norm, self.k_proj), (self.v_norm, self.v_proj)]
+            proj(norm(branch)).unflatten(-1, heads).transpose(1, 2)
+            for branch, norm, proj in zip(
+                self._depthwise(x, out_mask.shape[1]),
+                (self.q_norm, self.k_norm, self.v_norm),
+                (self.q_proj, self.k_proj, self.v_proj),
+                strict=True,
             )
         )  # each (B, H, T', dh)
         if self.window is None:
@@ -93,6 +96,25 @@ class MaskedSelfAttention(nn.Module):
             out = self._local(q, k, v, out_mask)
         out = self.out_drop(self.out_proj(out.transpose(1, 2).reshape(b, -1, c)))
         return out * out_mask[..., None].to(out.dtype), out_mask
+
+    def _depthwise(self, x: torch.Tensor, steps: int) -> list[torch.Tensor]:
+        """The q, k and v depthwise convs (k3, "same" padding, ``stride``) on channels-last ``x``.
+
+        Three products of :func:`k3_taps` per branch instead of ``qkv_conv`` on the
+        transposed input: the same sums without a transposed copy in or out (about 15 % of
+        the block's time on CPU).
+
+        ``x (B, T, C)`` -> three ``(B, steps, C)``, ``steps = ceil(T / stride)``.
+        """
+        taps = k3_taps(x, self.stride, steps)
+        weight = self.qkv_conv.weight.view(-1, 3, 3)  # (C, branch, tap)
+        branches = []
+        for j in range(3):
+            out = taps[0] * weight[:, j, 0]
+            for i in (1, 2):
+                out = torch.addcmul(out, taps[i], weight[:, j, i])
+            branches.append(out)
+        return branches
 
     def _global(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor

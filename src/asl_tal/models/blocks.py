@@ -20,6 +20,21 @@ def downsample_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
     return mask[:, ::stride] if stride > 1 else mask
 
 
+def k3_taps(x: torch.Tensor, stride: int, steps: int, fill: float = 0.0) -> list[torch.Tensor]:
+    """The three inputs of a kernel-3 window with "same" padding ``fill``, channels-last.
+
+    Tap ``i`` of output step ``t`` is input step ``stride·t + i − 1`` (``fill`` outside the
+    sequence), as a strided view: a depthwise convolution or a max-pool over the window is
+    then a few element-wise operations that keep ``(B, T, C)`` contiguous, where the
+    library's channels-first kernels would copy a transposed tensor in and out.
+
+    ``x (B, T, C)`` -> three ``(B, steps, C)`` views; ``steps = ceil(T / stride)``.
+    """
+    padded = F.pad(x, (0, 0, 1, 1), value=fill)  # (B, T + 2, C)
+    end = stride * (steps - 1) + 1
+    return [padded[:, i : i + end : stride] for i in range(3)]
+
+
 class MaskedConv1d(nn.Conv1d):
     """``nn.Conv1d`` with "same" padding whose output is zeroed on padded steps.
 

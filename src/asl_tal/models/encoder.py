@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from asl_tal.models.attention import ChannelAttention, MaskedSelfAttention
-from asl_tal.models.blocks import AffineDropPath, ConvNormReLU, FeedForward
+from asl_tal.models.blocks import AffineDropPath, ConvNormReLU, FeedForward, k3_taps
 
 
 def _as_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -133,10 +132,10 @@ class TransformerBlock(nn.Module):
     @staticmethod
     def _max_pool(x: torch.Tensor, mask: torch.Tensor, out_mask: torch.Tensor) -> torch.Tensor:
         """MaxPool1d k3 s2 p1 over real steps only: ``(B, T, C) -> (B, T / 2, C)``."""
-        filled = x.masked_fill(~mask[..., None], torch.finfo(x.dtype).min)
-        # max_pool1d as a (3, 1) max_pool2d: the same values, and torch.export keeps T
-        # dynamic through it (its max_pool1d fixes T to the example's length)
-        pooled = F.max_pool2d(filled[:, None], (3, 1), stride=(2, 1), padding=(1, 0))[:, 0]
+        lowest = torch.finfo(x.dtype).min
+        filled = x.masked_fill(~mask[..., None], lowest)
+        left, centre, right = k3_taps(filled, 2, out_mask.shape[1], fill=lowest)
+        pooled = torch.maximum(torch.maximum(left, centre), right)
         return torch.where(out_mask[..., None], pooled, torch.zeros((), dtype=x.dtype))
 
 
