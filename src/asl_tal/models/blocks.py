@@ -93,16 +93,21 @@ class LayerNormChannels(nn.LayerNorm):
 
 
 class ConvNormReLU(nn.Module):
-    """Masked Conv1d k3 s1 -> LayerNorm over channels -> ReLU, zeroed on padded steps."""
+    """Conv1d k3 s1 ("same" padding) -> LayerNorm over channels -> ReLU, zeroed on padded steps.
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    The input must be zero on padded steps. The convolution's output is not masked: the
+    LayerNorm works step by step, so a padded step's value reaches no real step before the
+    closing mask zeroes it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv = MaskedConv1d(in_channels, out_channels, kernel_size)
+        self.conv = nn.Conv1d(in_channels, out_channels, 3, padding=1)
         self.norm = LayerNormChannels(out_channels)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x (B, C_in, T)``, ``mask (B, T)`` -> ``(B, C_out, T)``."""
-        out, _ = self.conv(x, mask)
+        out = self.conv(x)
         return F.relu(self.norm(out)) * mask[:, None, :].to(out.dtype)
 
 
