@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asl_tal.models.blocks import ConvNormReLU
+
 Normalize = Literal["none", "mean"]
 EvaluatorMask = Literal["inside_gt", "positives"]
 WeightNormalize = Literal["none", "batch", "gt"]
@@ -190,20 +192,6 @@ def per_gt_is_cheaper(inside_frames: int, num_gts: int, video_frames: int, radiu
     return inside_frames + num_gts <= video_frames + windows
 
 
-class MaskedConvLayer(nn.Module):
-    """Conv1d k3 ``d_in -> d_out``, LayerNorm over channels, ReLU; zero outside the mask."""
-
-    def __init__(self, d_in: int, d_out: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(d_in, d_out, kernel_size=3, padding=1)
-        self.norm = nn.LayerNorm(d_out)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(K, d_in, W)`` zero outside ``mask`` ``(K, W)``; returns ``(K, d_out, W)``."""
-        y = self.norm(self.conv(x).transpose(1, 2)).transpose(1, 2)
-        return torch.relu(y) * mask[:, None, :]
-
-
 class InstanceEvaluator(nn.Module):
     """``Phi``: ``l4`` x [masked Conv1d k3, LN, ReLU], then Linear and sigmoid.
 
@@ -217,7 +205,7 @@ class InstanceEvaluator(nn.Module):
         super().__init__()
         widths = [d] + [d if width is None else width] * l4
         self.layers = nn.ModuleList(
-            MaskedConvLayer(d_in, d_out) for d_in, d_out in itertools.pairwise(widths)
+            ConvNormReLU(d_in, d_out) for d_in, d_out in itertools.pairwise(widths)
         )
         self.out = nn.Linear(widths[-1], 1)
 
