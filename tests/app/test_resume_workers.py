@@ -21,8 +21,18 @@ COMMON = (
 STEPS_PER_EPOCH = 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The in-process runs on one thread, as the killed run's process (``OMP_NUM_THREADS=1``):
+    oneDNN's convolutions sum in another order with another thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory) -> dict:
+def uninterrupted(one_thread, data_dir, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("uninterrupted")
     run_command("train", *tiny(data_dir, run, *COMMON, "dataset.num_workers=2"))
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
