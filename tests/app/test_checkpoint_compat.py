@@ -45,13 +45,12 @@ def test_legacy_hparams_map_onto_todays_blocks():
     assert upgraded["model"]["sensitivity"]["divide_by_stride"] is True
     assert upgraded["model"]["sensitivity"]["weight_normalize"] == "none"
     # a checkpoint from before the switches trained with ReLU offsets, global attention and
-    # the channel branch; today's defaults are softplus, a window of 19, no channel branch
+    # the channel branch; today's defaults are ReLU, a window of 19, no channel branch
     today_network = today["model"]["network"]
-    assert (today_network["offset_activation"], today_network["attn_window"]) == ("softplus", 19)
+    assert (today_network["offset_activation"], today_network["attn_window"]) == ("relu", 19)
     assert today_network["channel_attention"] is False
     assert upgraded["model"]["network"] == {
         **today_network,
-        "offset_activation": "relu",
         "attn_window": None,
         "channel_attention": True,
     }
