@@ -7,6 +7,7 @@ detection mAP metric; ``predict_step`` returns detections in seconds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import lightning as L
@@ -23,6 +24,8 @@ from asl_tal.metrics.recall import RecallAtK
 from asl_tal.optim import build_optimizer
 from asl_tal.postprocess.config import PostprocessConfig
 from asl_tal.postprocess.decode import Detections
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -102,6 +105,7 @@ class ASLLitModule(L.LightningModule):
         self.video_indices: dict[str, dict[str, int]] = {}
         self.last_results: dict[str, dict] = {}
         self.detections: list[tuple[str, Detections]] = []
+        self.dead_distances: torch.Tensor | None = None  # (2,) bool over the epoch's steps
 
     # ----------------------------------------------------------------------------------
     # ground truth for the metrics
@@ -162,6 +166,8 @@ class ASLLitModule(L.LightningModule):
             self.skipped_steps += 1
             self.log("train/skipped_steps", self.skipped_steps.float())
             return None
+        dead = torch.stack([losses["zero_start"], losses["zero_end"]]) == 1.0
+        self.dead_distances = dead if self.dead_distances is None else self.dead_distances & dead
         batch_size = len(batch)
         for name, value in losses.items():
             self.log(
@@ -173,7 +179,11 @@ class ASLLitModule(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.detector)
 
+    def on_train_epoch_start(self) -> None:
+        self.dead_distances = None
+
     def on_train_epoch_end(self) -> None:
+        self.warn_dead_distances()
         gaussians = getattr(self.detector.objective, "class_sensitivity", None)
         if gaussians is None:
             return
@@ -182,6 +192,22 @@ class ASLLitModule(L.LightningModule):
             self.log(f"sensitivity/{name}_mean", values.mean())
             if name.startswith("sigma"):
                 self.log(f"sensitivity/{name}_min", values.abs().min())
+
+    def warn_dead_distances(self) -> None:
+        """One warning line if the start or end distance was 0 at every positive point of
+        every step of the epoch: a ReLU output channel that has died trains no more."""
+        if self.dead_distances is None:
+            return
+        for name, dead in zip(("start", "end"), self.dead_distances.tolist(), strict=True):
+            if dead:
+                log.warning(
+                    "epoch %d: the regressed %s distance was 0 at every positive point, so %s "
+                    "boundaries no longer train (a dead ReLU channel); train with "
+                    "model.network.offset_activation=softplus",
+                    self.current_epoch,
+                    name,
+                    name,
+                )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """A weights-only checkpoint (Lightning leaves out ``optimizer_states``: ``best.ckpt``,

@@ -148,3 +148,42 @@ def test_clipping_without_a_gradient_scaler_uses_the_fused_optimizer(module):
         p.grad = torch.full_like(p, 3.0)
     module.configure_gradient_clipping(optimizer, 0.25, "value")
     assert all(torch.all(p.grad == 0.25) for p in params)
+
+
+def video_batch() -> Batch:
+    """One 64-step video of random features with one GT, steps 4..20."""
+    meta = [VideoMeta("video", 64.0, 1.0, 1.0, 1.0, 0.0, 64)]
+    return Batch(
+        torch.randn(1, 8, 64, generator=torch.Generator().manual_seed(0)),
+        torch.ones(1, 64, dtype=torch.bool),
+        torch.tensor([[[4.0, 20.0]]]),
+        torch.ones(1, 1, dtype=torch.bool),
+        torch.zeros(1, 1, dtype=torch.long),
+        meta,
+    )
+
+
+@pytest.mark.parametrize("dead_end", [True, False])
+def test_a_dead_distance_channel_is_a_warning_at_the_epoch_end(
+    module, monkeypatch, caplog, dead_end
+):
+    monkeypatch.setattr(module, "log", lambda *args, **kwargs: None)
+    # pre-activations 1 everywhere (distances 1), the end channel's -5 when dead (ReLU: 0)
+    out = module.detector.network.loc_head.trunk.out
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([1.0, -5.0 if dead_end else 1.0]))
+    module.on_train_epoch_start()
+    for step in range(2):
+        module.training_step(video_batch(), step)
+    with caplog.at_level("WARNING", logger="asl_tal.lit_module"):
+        module.on_train_epoch_end()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if dead_end:
+        assert warnings == [
+            "epoch 0: the regressed end distance was 0 at every positive point, so end "
+            "boundaries no longer train (a dead ReLU channel); train with "
+            "model.network.offset_activation=softplus"
+        ]
+    else:
+        assert warnings == []

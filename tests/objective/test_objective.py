@@ -12,6 +12,7 @@ from asl_tal.data.batch import Batch, VideoMeta
 from asl_tal.models.outputs import NetworkOutput
 from asl_tal.models.points import PointGenerator, doubling_ranges
 from asl_tal.objective.assignment import assign_targets
+from asl_tal.objective.objective import zero_distance_shares
 
 C, D, T = 3, 8, 64
 
@@ -325,3 +326,12 @@ def test_center_radius_null_makes_every_point_inside_the_gt_a_positive():
     assert wide.pos_mask[0, :16].nonzero().squeeze(1).tolist() == [3, 4, 5, 6, 7, 8]
     # centre 5.5 +- 1.5: t in (4, 7) -> 5, 6
     assert narrow.pos_mask[0, :16].nonzero().squeeze(1).tolist() == [5, 6]
+
+
+def test_zero_distance_shares_count_the_positives_at_exactly_zero():
+    offsets = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0], [1e-30, 3.0]])
+    shares = zero_distance_shares(offsets, torch.tensor(4.0))
+    assert shares["zero_start"].item() == 0.5  # rows 0 and 2; 1e-30 is not 0
+    assert shares["zero_end"].item() == 0.5  # rows 1 and 2
+    none = zero_distance_shares(torch.zeros(0, 2), torch.tensor(0.0))
+    assert (none["zero_start"].item(), none["zero_end"].item()) == (0.0, 0.0)

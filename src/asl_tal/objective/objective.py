@@ -32,6 +32,13 @@ from asl_tal.objective.sensitivity_loss import SensitivityRegressionLoss
 from asl_tal.objective.settings import LossSettings, SensitivitySettings
 
 
+def zero_distance_shares(offsets: torch.Tensor, num_pos: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``zero_start``, ``zero_end``: the share of the ``(N, 2)`` positive ``offsets`` that are
+    exactly 0, each a 0-d float (0 without positives)."""
+    shares = (offsets == 0).sum(0).to(torch.float32) / num_pos.clamp(min=1.0)
+    return {"zero_start": shares[0], "zero_end": shares[1]}
+
+
 class ASLObjective(nn.Module):
     """Assignment, sensitivity weights and the four loss terms.
 
@@ -108,7 +115,9 @@ class ASLObjective(nn.Module):
             batch: the batch (GT segments in grid units).
 
         Returns:
-            ``loss`` (total), ``cls``, ``loc``, ``sens``, ``ascl`` and ``num_pos`` (float), all
+            ``loss`` (total), ``cls``, ``loc``, ``sens``, ``ascl``, ``num_pos`` (float) and
+            ``zero_start``, ``zero_end``: the share of positive points whose regressed
+            start / end distance is exactly 0 (1 on every step: a dead ReLU channel), all
             0-d tensors (no host sync).
         """
         self._check_shapes(out, points, batch)
@@ -177,6 +186,7 @@ class ASLObjective(nn.Module):
             "sens": loss_sens,
             "ascl": loss_ascl,
             "num_pos": num_pos,
+            **zero_distance_shares(offsets[pos].detach(), num_pos),
         }
 
     def _normalizer(self, num_pos: torch.Tensor) -> torch.Tensor:
