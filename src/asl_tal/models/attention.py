@@ -101,8 +101,7 @@ class MaskedSelfAttention(nn.Module):
         """The q, k and v depthwise convs (k3, "same" padding, ``stride``) on channels-last ``x``.
 
         Three products of :func:`k3_taps` per branch instead of ``qkv_conv`` on the
-        transposed input: the same sums without a transposed copy in or out (about 15 % of
-        the block's time on CPU).
+        transposed input: the same sums without a transposed copy in or out.
 
         ``x (B, T, C)`` -> three ``(B, steps, C)``, ``steps = ceil(T / stride)``.
         """

@@ -77,8 +77,7 @@ class LayerNormChannels(nn.LayerNorm):
 
     Computed along axis 1 (in float32 at least, as autocast runs a LayerNorm) rather than by
     ``nn.LayerNorm`` on the transposed view: the output stays channels-first and contiguous,
-    so neither the norm nor the next convolution copies a transposed tensor (about 15 % of a
-    head's time on CPU).
+    so neither the norm nor the next convolution copies a transposed tensor.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
